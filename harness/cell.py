@@ -1,0 +1,416 @@
+"""One cell, from start to verdict. Read this file top to bottom to see a cell's timeline:
+
+  env       build or reuse one venv per MLflow version the cell needs
+  before    FROM server on a fresh store; every client writes the quickstart, then reads every run back
+  upgrade   stop the server, back the store up, `mlflow db upgrade` with the next version, check the revision
+  after     next server on the same store; every client writes again and reads every run, old ones included
+            (a multi-hop path repeats upgrade/after per hop: upgrade-1, after-1, upgrade-2, ...)
+  rollback  FROM server on the upgraded store (a refusal is the documented outcome), then restore the
+            backup and show that the FROM server serves the pre-upgrade runs again, intact
+
+Each step is a Check. A step whose failure makes the rest meaningless (a server that will not start,
+a failed upgrade, a broken backup) ends the cell early; client steps never do.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from harness import procs
+from harness.backends import Store, StoreError, new_store
+from harness.clients import run_step
+from harness.envs import Env, EnvCache, EnvError
+from harness.plan import CellPlan
+from harness.results import CellResult, Check, Status
+from harness.runtime import RunningServer, Runtime
+from harness.server import ServerStartError, StartFailure
+from harness.specs import Spec
+from harness.verify import WrittenRun, compare_all
+
+UPGRADE_TIMEOUT_S = 900.0
+SCENARIO = "quickstart"
+
+# A hook a test may pass to change the store behind the clients' backs at a named point of the timeline.
+Tamper = Callable[[str, Store], None]
+
+
+class Abort(Exception):
+    """The cell cannot go on; the check that says why is already recorded."""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class CellContext:
+    cell_dir: Path  # logs and cell.json live here (inside the run's results directory)
+    runtime: Runtime
+    envs: EnvCache
+    work_root: Path | None = None  # where stores are made; a fresh temp dir under it, removed at the end
+    keep_store: bool = False
+    tamper: Tamper | None = None
+
+
+@dataclass
+class Cell:
+    plan: CellPlan
+    ctx: CellContext
+    result: CellResult = field(init=False)
+    written: list[WrittenRun] = field(default_factory=list)
+    envs: dict[str, Env] = field(default_factory=dict)
+    _timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def __post_init__(self) -> None:
+        self.result = CellResult(
+            id=self.plan.id,
+            backend=self.plan.backend,
+            runtime=self.ctx.runtime.name,
+            path=[s.label for s in self.plan.path],
+            clients=[s.label for s in self.plan.clients],
+            dir=self.ctx.cell_dir.name,
+        )
+        self.logs = self.ctx.cell_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    # -- the timeline --------------------------------------------------------------------------
+    def run(self) -> CellResult:
+        self.result.started = now()
+        started = time.monotonic()
+        try:
+            with ExitStack() as stack:
+                self.prepare_envs()
+                store = stack.enter_context(self.fresh_store())
+                path = self.plan.path
+                self.serve_phase("before", path[0], store)
+                backups = []
+                for hop, target in enumerate(path[1:], start=1):
+                    suffix = "" if len(path) == 2 else f"-{hop}"
+                    self.hook("before-upgrade", store)
+                    backups.append(self.upgrade_phase(f"upgrade{suffix}", target, store))
+                    self.serve_phase(f"after{suffix}", target, store)
+                self.rollback_phase(path[0], store, backups[0])
+        except Abort:
+            pass
+        except KeyboardInterrupt:
+            self.result.add(
+                Check("interrupted", "cell", Status.ERROR, "interrupted (Ctrl-C); servers stopped")
+            )
+            raise
+        except Exception as exc:  # a bug in the harness itself: say so, never pass
+            self.result.add(
+                Check(
+                    "harness",
+                    "cell",
+                    Status.ERROR,
+                    f"harness error: {type(exc).__name__}: {exc}",
+                    excerpt=traceback.format_exc(),
+                )
+            )
+        finally:
+            self.result.seconds = round(time.monotonic() - started, 2)
+            self.result.ended = now()
+            self.result.timings = {k: round(v, 2) for k, v in self._timings.items()}
+            self.result.finish()
+            self.result.write(self.ctx.cell_dir / "cell.json")
+        return self.result
+
+    def prepare_envs(self) -> None:
+        for spec in dict.fromkeys((*self.plan.path, *self.plan.clients)):
+            with self.step("env", "env", client=None, server=None, timing="env") as check:
+                check.detail = f"MLflow {spec.label}"
+                log = self.logs / f"env-{spec.label}.log"
+                try:
+                    env = self.ctx.envs.ensure(spec, log)
+                except EnvError as exc:
+                    check.status, check.detail = Status.ERROR, f"cannot install MLflow {spec.label}: {exc}"
+                    check.logs = [str(log.relative_to(self.ctx.cell_dir))]
+                    raise Abort from exc
+                self.envs[spec.label] = env
+                how = "reused" if env.reused else f"built in {env.build_seconds:.0f}s"
+                check.detail = f"MLflow {env.version} on Python {env.python} ({how}): {env.path.name}"
+                self.result.components.setdefault("envs", {})[spec.label] = env.components()
+
+    @contextmanager
+    def fresh_store(self) -> Iterator[Store]:
+        workdir = Path(tempfile.mkdtemp(prefix=f"mlflow-compat-{self.plan.slug}-", dir=self.ctx.work_root))
+        store = new_store(self.plan.backend, workdir)
+        self.result.components["backend"] = store.describe()
+        try:
+            yield store
+        finally:
+            t = time.monotonic()
+            store.close()
+            if not self.ctx.keep_store:
+                shutil.rmtree(workdir, ignore_errors=True)
+            self._timings["teardown"] += time.monotonic() - t
+
+    def serve_phase(self, phase: str, version: Spec, store: Store) -> None:
+        """Start ``version``'s server on the store; every client writes, then every client reads all runs."""
+        env = self.envs[version.label]
+        with self.server(phase, env, store) as server:
+            for client in self.plan.clients:
+                self.write(phase, self.envs[client.label], server)
+            for client in self.plan.clients:
+                self.read(phase, self.envs[client.label], server, self.written)
+
+    def upgrade_phase(self, phase: str, target: Spec, store: Store) -> Path:
+        """Back the store up, then `mlflow db upgrade` it with the target version, as an operator would."""
+        env = self.envs[target.label]
+        with self.step("backup", phase, timing="backup", critical=True) as check:
+            backup = store.backup(f"before-{phase}")
+            check.detail = (
+                f"{store.backend} store copied to {backup.name} at revision {store.schema_revision()}"
+            )
+        with self.step(
+            "db-upgrade", phase, server=str(env.version), timing="upgrade", critical=True
+        ) as check:
+            if not store.has_schema:
+                check.status = Status.SKIP
+                check.detail = "the file store has no schema: `mlflow db upgrade` does not apply"
+                return backup
+            before = store.schema_revision()
+            log = self.logs / f"{phase}-db-upgrade-{env.version}.log"
+            check.logs = [self.rel(log)]
+            code, seconds = self.ctx.runtime.mlflow(env, ["db", "upgrade", store.uri], log, UPGRADE_TIMEOUT_S)
+            after = store.schema_revision()
+            self.result.components.setdefault("revisions", {})[phase] = {
+                "before": before,
+                "after": after,
+                "expected": env.schema_head,
+            }
+            if code is None:
+                check.status, check.detail = (
+                    Status.ERROR,
+                    f"`mlflow db upgrade` timed out after {seconds:.0f}s",
+                )
+            elif code != 0:
+                check.status, check.detail = Status.FAIL, f"`mlflow db upgrade` exited with code {code}"
+                check.excerpt = self.tail(log)
+            elif after != env.schema_head:
+                check.status = Status.FAIL
+                head = env.schema_head
+                check.detail = (
+                    f"schema at {after} after the upgrade, but MLflow {env.version}'s head is {head}"
+                )
+            else:
+                check.detail = f"revision {before} -> {after} in {seconds:.1f}s"
+        return backup
+
+    def rollback_phase(self, version: Spec, store: Store, backup: Path) -> None:
+        """The FROM server on the upgraded store, then on the restored backup."""
+        env = self.envs[version.label]
+        phase = "rollback"
+        with self.step("rollback-start", phase, server=str(env.version), timing="rollback") as check:
+            if not store.has_schema:
+                check.status = Status.SKIP
+                check.detail = "the file store has no schema version for an old server to refuse"
+            else:
+                self.probe_old_server(check, env, store)
+        with self.step("restore", phase, timing="rollback", critical=True) as check:
+            store.restore(backup)
+            check.detail = f"restored {backup.name}; schema revision {store.schema_revision()}"
+        before = [w for w in self.written if w.phase == "before"]
+        with self.server(phase, env, store) as server:
+            self.read(phase, env, server, before, name="restore-read")
+
+    def probe_old_server(self, check: Check, env: Env, store: Store) -> None:
+        revision = store.schema_revision()
+        log = self.logs / f"rollback-server-{env.version}.log"
+        check.logs = [self.rel(log)]
+        try:
+            server = self.ctx.runtime.start_server(env, store, log)
+        except ServerStartError as exc:
+            if exc.kind is StartFailure.REFUSED_SCHEMA:
+                check.detail = f"refused the upgraded store as expected: {exc}"
+            elif exc.is_infrastructure:
+                check.status, check.detail = Status.ERROR, str(exc)
+            else:
+                check.status, check.detail, check.excerpt = (
+                    Status.FAIL,
+                    f"crashed instead of refusing: {exc}",
+                    exc.excerpt,
+                )
+            return
+        server.stop()
+        if revision == env.schema_head:
+            check.detail = f"started: the store is at {revision}, which is also this version's head"
+        else:
+            check.status = Status.FAIL
+            check.detail = (
+                f"MLflow {env.version} served a store at schema {revision} (its own head is "
+                f"{env.schema_head}) instead of refusing it"
+            )
+
+    # -- client steps -----------------------------------------------------------------------------
+    def write(self, phase: str, client: Env, server: RunningServer) -> None:
+        writer = f"client {client.version} -> server {server.version} ({phase})"
+        with self.step(
+            "write", phase, client=str(client.version), server=server.version, timing="client"
+        ) as check:
+            stem = f"{phase}-write-{client.version}"
+            tags = ["--tag", f"compat.writer={writer}", "--tag", f"compat.phase={phase}"]
+            outcome = run_step(
+                client,
+                SCENARIO,
+                ["write", *tags],
+                tracking_uri=server.url,
+                out=self.logs / f"{stem}.json",
+                log=self.logs / f"{stem}.log",
+                workdir=self.scratch,
+            )
+            check.logs = [f"logs/{stem}.log", f"logs/{stem}.json"]
+            if not outcome.ok:
+                check.status = Status.ERROR if outcome.infra else Status.FAIL
+                check.detail, check.excerpt = outcome.error, outcome.excerpt
+                return
+            data = outcome.data
+            w = data["written"]
+            self.written.append(
+                WrittenRun(
+                    run_id=data["run_id"],
+                    writer=writer,
+                    phase=phase,
+                    params=w["params"],
+                    metrics=w["metrics"],
+                    tags=w["tags"],
+                    artifacts=w["artifacts"],
+                )
+            )
+            check.detail = f"run {data['run_id']} (artifacts at {data['artifact_uri']})"
+
+    def read(
+        self, phase: str, client: Env, server: RunningServer, runs: list[WrittenRun], name: str = "read"
+    ) -> None:
+        with self.step(
+            name, phase, client=str(client.version), server=server.version, timing="client"
+        ) as check:
+            if not runs:
+                check.status, check.detail = Status.SKIP, "no acknowledged writes to read back"
+                return
+            stem = f"{phase}-{name}-{client.version}"
+            ids = self.logs / f"{stem}-runs.json"
+            ids.write_text(json.dumps([r.run_id for r in runs]))
+            outcome = run_step(
+                client,
+                SCENARIO,
+                ["read", "--runs", str(ids)],
+                tracking_uri=server.url,
+                out=self.logs / f"{stem}.json",
+                log=self.logs / f"{stem}.log",
+                workdir=self.scratch,
+            )
+            check.logs = [f"logs/{stem}.log", f"logs/{stem}.json"]
+            if not outcome.ok:
+                check.status = Status.ERROR if outcome.infra else Status.FAIL
+                check.detail, check.excerpt = outcome.error, outcome.excerpt
+                return
+            diffs = compare_all(runs, outcome.data["runs"])
+            if diffs:
+                check.status = Status.FAIL
+                check.detail = f"{len(diffs)} difference(s) in {len(runs)} runs: " + "; ".join(diffs[:3])
+                check.excerpt = "\n".join(diffs)
+            else:
+                check.detail = f"{len(runs)} runs read back intact (params, metrics, tags, artifact bytes)"
+
+    # -- servers ------------------------------------------------------------------------------------
+    @contextmanager
+    def server(self, phase: str, env: Env, store: Store) -> Iterator[RunningServer]:
+        """A server for the length of a phase. Its start is a check; a failed start ends the cell."""
+        log = self.logs / f"{phase}-server-{env.version}.log"
+        revision = store.schema_revision()
+        with self.step(
+            "server-start", phase, server=str(env.version), timing="server-start", critical=True
+        ) as check:
+            check.logs = [self.rel(log)]
+            server = self.ctx.runtime.start_server(env, store, log)
+            now_at = store.schema_revision()
+            if now_at == revision:
+                migrated = ""
+            elif revision is None:
+                migrated = f"; created the schema at {now_at}"
+            else:
+                migrated = f"; migrated the schema itself on start: {revision} -> {now_at}"
+            check.detail = f"{server.url} (artifacts: {server.artifact_mode}){migrated}"
+            self.result.components.setdefault("artifact_modes", {})[str(env.version)] = server.artifact_mode
+        try:
+            yield server
+        finally:
+            t = time.monotonic()
+            died = not server.alive()
+            code = server.stop()
+            self._timings["teardown"] += time.monotonic() - t
+            if died:
+                self.result.add(
+                    Check(
+                        "server-alive",
+                        phase,
+                        Status.ERROR,
+                        f"server {env.version} exited during the phase (code {code})",
+                        server=str(env.version),
+                        logs=[self.rel(log)],
+                        excerpt=self.tail(log),
+                    )
+                )
+
+    # -- bookkeeping ----------------------------------------------------------------------------------
+    @contextmanager
+    def step(
+        self,
+        name: str,
+        phase: str,
+        *,
+        client: str | None = None,
+        server: str | None = None,
+        timing: str,
+        critical: bool = False,
+    ) -> Iterator[Check]:
+        """Record one check, timed and classified when it raises. A failed ``critical`` step ends the cell."""
+        check = self.result.add(Check(name, phase, Status.PASS, client=client, server=server))
+        started = time.monotonic()
+        try:
+            yield check
+        except Abort:
+            raise
+        except ServerStartError as exc:
+            check.status = Status.ERROR if exc.is_infrastructure else Status.FAIL
+            check.detail, check.excerpt = str(exc), exc.excerpt
+        except (StoreError, OSError) as exc:
+            check.status, check.detail = Status.ERROR, f"{type(exc).__name__}: {exc}"
+            check.excerpt = traceback.format_exc()
+        finally:
+            elapsed = time.monotonic() - started
+            check.seconds = round(elapsed, 2)
+            self._timings[timing] += elapsed
+        if critical and check.status in (Status.FAIL, Status.ERROR):
+            raise Abort
+
+    def hook(self, point: str, store: Store) -> None:
+        if self.ctx.tamper is not None:
+            self.ctx.tamper(point, store)
+
+    @property
+    def scratch(self) -> Path:
+        """Clients' working directory: nothing they write by accident lands in the repository."""
+        return self.ctx.cell_dir / "scratch"
+
+    def rel(self, path: Path) -> str:
+        return str(path.relative_to(self.ctx.cell_dir))
+
+    @staticmethod
+    def tail(path: Path) -> str:
+        return procs.tail(path)
+
+
+def run_cell(plan: CellPlan, ctx: CellContext) -> CellResult:
+    return Cell(plan, ctx).run()

@@ -1,0 +1,361 @@
+"""`mlflow-compat`: the command line. `run` is a pipeline of small steps:
+
+  parse -> resolve -> plan -> prepare the run directory -> execute (pytest) -> collect -> report
+
+Everything up to `prepare` is pure checking: bad input ends there with one line and exit code 2,
+before any process, env or directory is made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+from harness import __version__, index, pythons
+from harness.backends import PLANNED, backend_names
+from harness.plan import CellPlan, default_matrix, default_paths, dump_plan, plan_cells
+from harness.plugin import PLAN_FILE, SELECTED_FILE
+from harness.report import collect, write_reports
+from harness.results import ExitCode, RunResult
+from harness.runtime import RUNTIMES
+from harness.specs import Spec, SpecError, SpecKind, parse_path, parse_spec
+
+
+class BadInput(Exception):
+    """One line for the user; exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one clear line, not a usage dump
+        raise BadInput(message)
+
+
+@dataclass
+class Option:
+    """An option's value and where it came from (default, command line, or an environment variable)."""
+
+    value: Any
+    source: str
+
+
+@dataclass
+class RunOptions:
+    backends: Option
+    paths: Option
+    clients: Option
+    results_dir: Option
+    select: Option
+    jobs: Option
+    runtime: Option
+    keep_stores: Option
+    profile: Option
+    resolved: dict[str, str] = field(default_factory=dict)  # `latest` -> version
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, opt in vars(self).items():
+            if isinstance(opt, Option):
+                value = opt.value
+                if name in ("paths",):
+                    value = [":".join(s.label for s in p) for p in value]
+                elif name == "clients" and value is not None:
+                    value = [s.label for s in value]
+                elif isinstance(value, Path):
+                    value = str(value)
+                out[name] = {"value": value, "source": opt.source}
+        out["resolved"] = self.resolved
+        return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mlflow-compat", description="MLflow client/server compatibility across upgrades.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run the compatibility matrix and write a report")
+    run.add_argument(
+        "--backend",
+        action="append",
+        metavar="NAME",
+        help=f"backend store, repeatable ({', '.join(backend_names())}); default: the profile's",
+    )
+    run.add_argument("--from", dest="from_", metavar="VERSION", help="upgrade from this MLflow (with --to)")
+    run.add_argument("--to", metavar="VERSION", help="upgrade to this MLflow (with --from)")
+    run.add_argument(
+        "--path",
+        action="append",
+        metavar="FROM:TO",
+        help="upgrade path, repeatable; A:B:C upgrades one store twice",
+    )
+    run.add_argument(
+        "--clients", metavar="V1,V2", help="client versions for every cell (default: the path's ends)"
+    )
+    run.add_argument("--results-dir", metavar="DIR", help="where runs are written (default: results/)")
+    run.add_argument("-k", dest="select", metavar="EXPR", help="select cells by id, as pytest -k does")
+    run.add_argument("-n", "--jobs", type=int, metavar="N", help="cells in parallel (default: CPU count)")
+    run.add_argument("--runtime", choices=RUNTIMES, help="where servers run (default: local)")
+    run.add_argument("--profile", default=None, help="default matrix profile (default: smoke)")
+    run.add_argument("--keep-stores", action="store_true", help="keep each cell's store for inspection")
+    report = sub.add_parser("report", help="render report.md again from a run's results.json")
+    report.add_argument("run_dir", type=Path)
+    return parser
+
+
+def _opt(cli_value: Any, env_name: str | None, default: Any) -> Option:
+    if cli_value is not None:
+        return Option(cli_value, "command line")
+    if env_name and os.environ.get(env_name):
+        return Option(os.environ[env_name], f"environment {env_name}")
+    return Option(default, "default")
+
+
+# -- parse -------------------------------------------------------------------------------------------
+def parse_run_options(args: argparse.Namespace) -> RunOptions:
+    profile = _opt(args.profile, "MLFLOW_COMPAT_PROFILE", "smoke")
+    try:
+        matrix = default_matrix(profile.value)
+    except KeyError:
+        raise BadInput(f"unknown profile {profile.value!r}") from None
+
+    backends = _opt(args.backend, None, list(matrix["backends"]))
+    for name in backends.value:
+        if name not in backend_names():
+            later = f"; {name} is not implemented yet" if name in PLANNED else ""
+            raise BadInput(f"unknown backend {name!r} (choose from {', '.join(backend_names())}){later}")
+
+    if (args.from_ is None) != (args.to is None):
+        raise BadInput("--from and --to go together (or use --path FROM:TO)")
+    texts = list(args.path or [])
+    if args.from_ is not None:
+        texts.insert(0, f"{args.from_}:{args.to}")
+    try:
+        paths = (
+            Option([parse_path(t) for t in texts], "command line")
+            if texts
+            else Option(default_paths(profile.value), f"profile {profile.value}")
+        )
+        clients = (
+            Option(tuple(parse_spec(c) for c in args.clients.split(",")), "command line")
+            if args.clients is not None
+            else Option(None, "default (each path's ends)")
+        )
+    except SpecError as exc:
+        raise BadInput(str(exc)) from None
+
+    jobs = _opt(args.jobs, "MLFLOW_COMPAT_JOBS", os.cpu_count() or 1)
+    try:
+        jobs.value = int(jobs.value)
+    except ValueError:
+        raise BadInput(f"--jobs must be a whole number, not {jobs.value!r}") from None
+    if jobs.value < 1:
+        raise BadInput(f"--jobs must be at least 1, not {jobs.value}")
+
+    results_dir = _opt(args.results_dir, "MLFLOW_COMPAT_RESULTS_DIR", "results")
+    results_dir.value = Path(results_dir.value).resolve()
+    _check_writable(results_dir.value)
+    runtime = _opt(args.runtime, "MLFLOW_COMPAT_RUNTIME", "local")
+    if runtime.value not in RUNTIMES:
+        raise BadInput(f"unknown runtime {runtime.value!r} (choose from {', '.join(RUNTIMES)})")
+    return RunOptions(
+        backends=backends,
+        paths=paths,
+        clients=clients,
+        results_dir=results_dir,
+        select=_opt(args.select, None, None),
+        jobs=jobs,
+        runtime=runtime,
+        keep_stores=Option(args.keep_stores, "command line" if args.keep_stores else "default"),
+        profile=profile,
+    )
+
+
+def _check_writable(path: Path) -> None:
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise BadInput(f"results directory {path} is not writable")
+
+
+# -- resolve -----------------------------------------------------------------------------------------
+def resolve(opts: RunOptions) -> None:
+    """Pin `latest` to a version, and refuse versions the index has never heard of."""
+    specs = [s for p in opts.paths.value for s in p] + list(opts.clients.value or ())
+    releases = [s for s in specs if s.kind in (SpecKind.RELEASE, SpecKind.LATEST)]
+    if not releases:
+        return
+    try:
+        known = index.releases()
+    except index.IndexError_ as exc:
+        if any(s.kind is SpecKind.LATEST for s in releases):
+            raise BadInput(f"cannot resolve `latest`: {exc}") from None
+        print(f"mlflow-compat: warning: {exc}; versions are not checked before installing", file=sys.stderr)
+        return
+    versions = {r.version for r in known}
+    for spec in releases:
+        if spec.kind is SpecKind.RELEASE and spec.version not in versions:
+            newest = max(versions)
+            raise BadInput(
+                f"unknown MLflow version {spec.label} (the index has none such; newest is {newest})"
+            )
+    if any(s.kind is SpecKind.LATEST for s in releases):
+
+        def python_for(release: index.Release) -> Path | None:
+            interp = pythons.pick(release.requires_python, release.version.python_max())
+            return interp.path if interp else None
+
+        latest, skipped = index.newest_installable(known, python_for)
+        opts.resolved["latest"] = str(latest)
+        if skipped:
+            print(f"mlflow-compat: latest = {latest} (passed over: {'; '.join(skipped)})", file=sys.stderr)
+
+        def pin(spec: Spec) -> Spec:
+            return spec.resolved(latest) if spec.kind is SpecKind.LATEST else spec
+
+        opts.paths.value = [tuple(pin(s) for s in p) for p in opts.paths.value]
+        if opts.clients.value:
+            opts.clients.value = tuple(pin(s) for s in opts.clients.value)
+
+
+# -- plan, prepare, execute ------------------------------------------------------------------------------
+def plan(opts: RunOptions) -> list[CellPlan]:
+    return plan_cells(opts.backends.value, opts.paths.value, opts.clients.value, opts.runtime.value)
+
+
+def prepare(opts: RunOptions, cells: list[CellPlan]) -> Path:
+    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    run_dir = opts.results_dir.value / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / PLAN_FILE).write_text(dump_plan(cells))
+    (run_dir / "pytest.ini").write_text(
+        "[pytest]\n# written by mlflow-compat: this run's cells are pytest items\n"
+    )
+    return run_dir
+
+
+def execute(opts: RunOptions, run_dir: Path, ncells: int) -> int:
+    args = [
+        str(run_dir / PLAN_FILE),
+        "-c",
+        str(run_dir / "pytest.ini"),
+        "--rootdir",
+        str(run_dir),
+        "-p",
+        "harness.plugin",
+        "-p",
+        "no:cacheprovider",
+        "--compat-run-dir",
+        str(run_dir),
+        "--junitxml",
+        str(run_dir / "junit.xml"),
+        "-o",
+        "junit_family=xunit2",
+        "-o",
+        "junit_suite_name=mlflow-compat",
+        "-q",
+        "--no-header",
+        "-rN",
+        "--assert=plain",
+    ]
+    jobs = min(opts.jobs.value, ncells)
+    args += ["-n", str(jobs), "--dist", "load"] if jobs > 1 else ["-p", "no:xdist"]
+    if opts.select.value:
+        args += ["-k", opts.select.value]
+    if opts.keep_stores.value:
+        args.append("--compat-keep-stores")
+    return int(pytest.main(args))
+
+
+def update_latest_link(results_dir: Path, run_dir: Path) -> None:
+    link = results_dir / "latest"
+    tmp = results_dir / f".latest-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name)
+    tmp.replace(link)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    opts = parse_run_options(args)
+    resolve(opts)
+    cells = plan(opts)
+    run_dir = prepare(opts, cells)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    print(f"mlflow-compat: {len(cells)} cells planned; results in {run_dir}", flush=True)
+    interrupted = False
+    try:
+        code = execute(opts, run_dir, len(cells))
+    except KeyboardInterrupt:
+        code, interrupted = pytest.ExitCode.INTERRUPTED, True
+    selected_file = run_dir / SELECTED_FILE
+    selected = json.loads(selected_file.read_text()) if selected_file.exists() else [c.id for c in cells]
+    # A bad -k is only known once pytest parses it: nothing has started by then; drop the empty run.
+    if code == pytest.ExitCode.USAGE_ERROR:
+        shutil.rmtree(run_dir)
+        raise BadInput(f"-k {opts.select.value!r} is not a valid selection expression")
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED and not selected:
+        shutil.rmtree(run_dir)
+        raise BadInput(f"no cell matches -k {opts.select.value!r} (cells: {', '.join(c.id for c in cells)})")
+    interrupted = interrupted or code == pytest.ExitCode.INTERRUPTED
+    run = collect(
+        run_dir,
+        [c for c in cells if c.id in selected],
+        started=started,
+        options=opts.describe(),
+        harness_version=__version__,
+        interrupted=interrupted,
+    )
+    write_reports(run, run_dir)
+    update_latest_link(opts.results_dir.value, run_dir)
+    print_summary(run, run_dir)
+    return run.exit_code()
+
+
+def print_summary(run: RunResult, run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False)
+    colours = {"pass": "green", "fail": "red", "error": "yellow", "skip": "dim"}
+    table = Table(title=f"mlflow-compat run {run.run_id}")
+    for col in ("cell", "status", "seconds", "summary"):
+        table.add_column(col)
+    for cell in run.cells:
+        c = colours[cell.status.value]
+        table.add_row(cell.id, f"[{c}]{cell.status.value}[/{c}]", f"{cell.seconds:.0f}", cell.summary or "")
+    for cid in run.not_run:
+        table.add_row(cid, "[yellow]not run[/yellow]", "", "no result (interrupted or crashed)")
+    console.print(table)
+    counts = ", ".join(f"{n} {s}" for s, n in run.counts().items() if n)
+    console.print(f"{counts}. Report: {run_dir / 'report.md'} (exit code {run.exit_code()})")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import load_run
+
+    run = load_run(args.run_dir)
+    write_reports(run, args.run_dir)
+    print(args.run_dir / "report.md")
+    return run.exit_code()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "run":
+            return cmd_run(args)
+        return cmd_report(args)
+    except BadInput as exc:
+        print(f"mlflow-compat: error: {exc}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

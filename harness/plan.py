@@ -1,0 +1,100 @@
+"""The matrix: which cells a run has. The default matrix is data (harness/data/matrix.toml)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from harness.specs import Spec, parse_path, parse_spec
+
+
+@functools.cache
+def default_matrix(profile: str = "smoke") -> dict[str, Any]:
+    data = tomllib.loads(resources.files("harness").joinpath("data/matrix.toml").read_text())
+    return data["profile"][profile]
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """One cell: a backend store upgraded through ``path`` (FROM, ..., TO), exercised by ``clients``."""
+
+    backend: str
+    path: tuple[Spec, ...]
+    clients: tuple[Spec, ...]
+    runtime: str = "local"
+
+    @property
+    def id(self) -> str:
+        cid = f"{self.backend}:{'->'.join(s.label for s in self.path)}"
+        default = (self.path[0], self.path[-1])
+        if tuple(s.label for s in self.clients) != tuple(s.label for s in default):
+            cid += f"[clients={','.join(s.label for s in self.clients)}]"
+        return cid
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.id.replace("->", "_to_")).strip("_")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "runtime": self.runtime,
+            "path": [s.raw for s in self.path],
+            "resolved_path": [s.label for s in self.path],
+            "clients": [s.raw for s in self.clients],
+            "versions": {s.raw: str(s.version) for s in (*self.path, *self.clients)},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CellPlan:
+        versions = data["versions"]
+
+        def spec(raw: str) -> Spec:
+            parsed = parse_spec(raw)
+            if parsed.version is None:  # `latest`, pinned to what the controller resolved
+                from harness.versions import MlflowVersion
+
+                parsed = parsed.resolved(MlflowVersion.parse(versions[raw]))
+            return parsed
+
+        return cls(
+            backend=data["backend"],
+            runtime=data["runtime"],
+            path=tuple(spec(r) for r in data["path"]),
+            clients=tuple(spec(r) for r in data["clients"]),
+        )
+
+
+def default_clients(path: tuple[Spec, ...]) -> tuple[Spec, ...]:
+    """By default a cell's clients are its path's two ends: the old client and the new one."""
+    return (path[0], path[-1]) if path[0].label != path[-1].label else (path[0],)
+
+
+def plan_cells(
+    backends: list[str], paths: list[tuple[Spec, ...]], clients: tuple[Spec, ...] | None, runtime: str
+) -> list[CellPlan]:
+    cells = [
+        CellPlan(backend=b, path=p, clients=clients or default_clients(p), runtime=runtime)
+        for p in paths
+        for b in backends
+    ]
+    seen: set[str] = set()
+    unique = []
+    for cell in cells:
+        if cell.id not in seen:
+            seen.add(cell.id)
+            unique.append(cell)
+    return unique
+
+
+def default_paths(profile: str = "smoke") -> list[tuple[Spec, ...]]:
+    return [parse_path(p) for p in default_matrix(profile)["paths"]]
+
+
+def dump_plan(cells: list[CellPlan]) -> str:
+    return json.dumps({"cells": [c.to_json() for c in cells]}, indent=2)

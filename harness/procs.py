@@ -1,0 +1,122 @@
+"""Child processes that never outlive the harness.
+
+Every server and client runs in its own session (process group), so stopping it stops whatever it
+spawned (gunicorn and uvicorn workers). Live groups are tracked per process; a SIGTERM, SIGINT or a
+normal exit kills any that are still there, so Ctrl-C leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+_live: set[int] = set()
+_lock = threading.Lock()
+
+
+def spawn(
+    cmd: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in a new session with stdout and stderr appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n".encode())
+        fh.flush()
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=cwd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    with _lock:
+        _live.add(proc.pid)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int | None:
+    """SIGTERM the process group, SIGKILL it after ``grace`` seconds; returns the exit code."""
+    try:
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        # Workers may outlive a leader that exited first: the group is killed either way.
+        _signal_group(proc.pid, signal.SIGKILL)
+    finally:
+        with _lock:
+            _live.discard(proc.pid)
+    return proc.returncode
+
+
+def run(
+    cmd: list[str], *, env: dict[str, str], log: Path, timeout: float, cwd: Path | None = None
+) -> tuple[int | None, float]:
+    """Run to completion in its own group; returns (exit code or None on timeout, seconds)."""
+    started = time.monotonic()
+    proc = spawn(cmd, env=env, log=log, cwd=cwd)
+    try:
+        code: int | None = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        code = None
+        with log.open("a") as fh:
+            fh.write(f"\n[mlflow-compat] timed out after {timeout:.0f}s; process group killed\n")
+    finally:
+        stop(proc, grace=2.0)
+    return code, time.monotonic() - started
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def kill_all() -> None:
+    """Kill every group this process started and has not stopped yet."""
+    with _lock:
+        groups = list(_live)
+        _live.clear()
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGKILL)
+
+
+def _on_sigterm(signum: int, _frame: object) -> None:
+    kill_all()
+    raise SystemExit(128 + signum)
+
+
+def install_cleanup() -> None:
+    """Kill our children on exit and on SIGTERM. SIGINT stays a KeyboardInterrupt, which unwinds every
+    cell's context managers (and so stops its servers) before the atexit hook sweeps up the rest."""
+    atexit.register(kill_all)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now. Racy by nature: callers retry when a server reports it taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def tail_text(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return tail_text(path.read_text(errors="replace"), lines)
+    except OSError:
+        return ""

@@ -1,0 +1,113 @@
+"""Results on disk: results.json (the record), report.md (for people and CI job summaries)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from harness.plan import CellPlan
+from harness.results import CellResult, RunResult, Status
+
+SYMBOL = {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error", "skip": "⏭️ skip"}
+
+
+def collect(
+    run_dir: Path,
+    cells: list[CellPlan],
+    *,
+    started: str,
+    options: dict[str, Any],
+    harness_version: str,
+    interrupted: bool,
+) -> RunResult:
+    """Gather every planned cell's cell.json; a planned cell without one is listed as not run."""
+    results, not_run = [], []
+    for plan in cells:
+        path = run_dir / "cells" / plan.slug / "cell.json"
+        if path.exists():
+            results.append(CellResult.read(path))
+        else:
+            not_run.append(plan.id)
+    return RunResult(
+        run_id=run_dir.name,
+        started=started,
+        ended=datetime.now(UTC).isoformat(timespec="seconds"),
+        harness_version=harness_version,
+        options=options,
+        cells=results,
+        interrupted=interrupted,
+        not_run=not_run,
+    )
+
+
+def load_run(run_dir: Path) -> RunResult:
+    data = json.loads((run_dir / "results.json").read_text())
+    return RunResult(
+        run_id=data["run_id"],
+        started=data["started"],
+        ended=data["ended"],
+        harness_version=data["harness_version"],
+        options=data["options"],
+        cells=[CellResult.from_json(c) for c in data["cells"]],
+        interrupted=data["interrupted"],
+        not_run=data["not_run"],
+    )
+
+
+def _grid(run: RunResult) -> tuple[list[str], list[tuple[str, dict[str, str]]]]:
+    """Rows: upgrade paths (with clients when not the default); columns: backends."""
+    backends = sorted({c.backend for c in run.cells}, key=["file", "sqlite", "postgres", "mysql"].index)
+    rows: dict[str, dict[str, str]] = defaultdict(dict)
+    for cell in run.cells:
+        row = cell.id.split(":", 1)[1]
+        rows[row][cell.backend] = SYMBOL[cell.status.value]
+    return backends, list(rows.items())
+
+
+def _phase_totals(run: RunResult) -> list[tuple[str, float, float]]:
+    totals: dict[str, float] = defaultdict(float)
+    for cell in run.cells:
+        for phase, seconds in cell.timings.items():
+            totals[phase] += seconds
+    whole = sum(totals.values()) or 1.0
+    return [(k, v, 100 * v / whole) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])]
+
+
+def render_markdown(run: RunResult) -> str:
+    env = Environment(
+        loader=PackageLoader("harness", "templates"),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    backends, rows = _grid(run)
+    bad = [c for c in run.cells if c.status in (Status.FAIL, Status.ERROR)]
+    return env.get_template("report.md.j2").render(
+        run=run,
+        counts=run.counts(),
+        backends=backends,
+        rows=rows,
+        bad=bad,
+        symbol=SYMBOL,
+        phases=_phase_totals(run),
+        wall=_wall_seconds(run),
+        Status=Status,
+    )
+
+
+def _wall_seconds(run: RunResult) -> float:
+    try:
+        return (datetime.fromisoformat(run.ended) - datetime.fromisoformat(run.started)).total_seconds()
+    except ValueError:
+        return 0.0
+
+
+def write_reports(run: RunResult, run_dir: Path) -> None:
+    (run_dir / "results.json").write_text(json.dumps(run.to_json(), indent=2))
+    (run_dir / "report.md").write_text(render_markdown(run))

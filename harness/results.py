@@ -1,0 +1,167 @@
+"""The result model: checks, cells and runs, and how statuses roll up into verdicts and exit codes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"  # MLflow misbehaved: an incompatibility
+    ERROR = "error"  # the harness or the machine failed: infrastructure, never blamed on MLflow
+    SKIP = "skip"  # not applicable, with a reason
+
+
+def worst(statuses: list[Status]) -> Status:
+    """A cell's status from its checks': any failure makes it `fail` (an incompatibility outranks an
+    infrastructure error), then any error; skipped checks do not count unless nothing else ran."""
+    for status in (Status.FAIL, Status.ERROR):
+        if status in statuses:
+            return status
+    if statuses and all(s is Status.SKIP for s in statuses):
+        return Status.SKIP
+    return Status.PASS
+
+
+class ExitCode:
+    OK = 0
+    FAILED = 1
+    BAD_INPUT = 2
+    INFRA_ONLY = 3
+
+
+@dataclass
+class Check:
+    """One named step of a cell, e.g. `write` by client 2.22.5 against server 1.30.1 in phase `before`."""
+
+    name: str
+    phase: str
+    status: Status
+    detail: str = ""
+    client: str | None = None
+    server: str | None = None
+    seconds: float = 0.0
+    logs: list[str] = field(default_factory=list)  # paths relative to the cell's directory
+    excerpt: str | None = None  # the part of a log or traceback that explains a failure
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Check:
+        return cls(**{**data, "status": Status(data["status"])})
+
+
+@dataclass
+class CellResult:
+    id: str
+    backend: str
+    runtime: str
+    path: list[str]
+    clients: list[str]
+    status: Status = Status.PASS
+    checks: list[Check] = field(default_factory=list)
+    components: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase kind (env, server-start, ...)
+    started: str = ""
+    ended: str = ""
+    seconds: float = 0.0
+    dir: str = ""  # the cell's directory, relative to the run directory
+    summary: str = ""  # one line: why the cell is not `pass`
+
+    @property
+    def from_(self) -> str:
+        return self.path[0]
+
+    @property
+    def to(self) -> str:
+        return self.path[-1]
+
+    def add(self, check: Check) -> Check:
+        self.checks.append(check)
+        return check
+
+    def finish(self) -> None:
+        self.status = worst([c.status for c in self.checks]) if self.checks else Status.ERROR
+        bad = [
+            c for c in self.checks if c.status == self.status and self.status in (Status.FAIL, Status.ERROR)
+        ]
+        if bad:
+            first = bad[0]
+            where = " ".join(x for x in (first.phase, first.name, _who(first)) if x)
+            self.summary = f"{where}: {first.detail}".strip()
+            if len(bad) > 1:
+                self.summary += f" (+{len(bad) - 1} more)"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["from"], data["to"] = self.from_, self.to
+        data["checks"] = [c.to_json() for c in self.checks]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CellResult:
+        data = {k: v for k, v in data.items() if k not in ("from", "to")}
+        data["status"] = Status(data["status"])
+        data["checks"] = [Check.from_json(c) for c in data["checks"]]
+        return cls(**data)
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2))
+
+    @classmethod
+    def read(cls, path: Path) -> CellResult:
+        return cls.from_json(json.loads(path.read_text()))
+
+
+def _who(check: Check) -> str:
+    parts = []
+    if check.client:
+        parts.append(f"client {check.client}")
+    if check.server:
+        parts.append(f"server {check.server}")
+    return "(" + " -> ".join(parts) + ")" if parts else ""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    started: str
+    ended: str
+    harness_version: str
+    options: dict[str, Any]
+    cells: list[CellResult]
+    interrupted: bool = False
+    not_run: list[str] = field(default_factory=list)  # planned cells with no result (crash, Ctrl-C)
+
+    def exit_code(self) -> int:
+        statuses = [c.status for c in self.cells]
+        if Status.FAIL in statuses:
+            return ExitCode.FAILED
+        if Status.ERROR in statuses or self.not_run or self.interrupted:
+            return ExitCode.INFRA_ONLY
+        return ExitCode.OK
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in Status}
+        for cell in self.cells:
+            out[cell.status.value] += 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "started": self.started,
+            "ended": self.ended,
+            "harness_version": self.harness_version,
+            "options": self.options,
+            "interrupted": self.interrupted,
+            "counts": self.counts(),
+            "exit_code": self.exit_code(),
+            "not_run": self.not_run,
+            "cells": [c.to_json() for c in self.cells],
+        }

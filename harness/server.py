@@ -1,0 +1,100 @@
+"""How an MLflow tracking server of a given version is launched, waited for and classified.
+
+Runtimes (local processes, Docker) share this: the command line comes from the version's facts,
+and a server that does not come up is classified, so that a schema refusal (MLflow's behaviour) is
+never confused with a taken port or a slow machine (infrastructure).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from harness.versions import MlflowVersion
+
+HEALTH_TIMEOUT_S = 240.0
+
+
+class StartFailure(StrEnum):
+    REFUSED_SCHEMA = "refused-schema"  # the server would not serve this store's schema: MLflow behaviour
+    CRASHED = "crashed"  # exited for another reason: MLflow behaviour, shown with its log
+    PORT_TAKEN = "port-taken"  # infrastructure: retried on another port
+    TIMEOUT = "timeout"  # infrastructure: never answered /health
+
+
+class ServerStartError(RuntimeError):
+    def __init__(self, kind: StartFailure, message: str, excerpt: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.excerpt = excerpt
+
+    @property
+    def is_infrastructure(self) -> bool:
+        return self.kind in (StartFailure.PORT_TAKEN, StartFailure.TIMEOUT)
+
+
+_SCHEMA_REFUSAL = re.compile(
+    r"(Detected out-of-date database schema[^\n]*|Can't locate revision identified by[^\n]*"
+    r"|alembic\.util\.exc\.CommandError[^\n]*)"
+)
+_PORT_TAKEN = re.compile(r"Address already in use|\[Errno 98\]|Connection in use")
+
+
+def classify_exit(log_text: str) -> tuple[StartFailure, str]:
+    """Why a server process exited before it was healthy, with the line that says so."""
+    if m := _SCHEMA_REFUSAL.search(log_text):
+        return StartFailure.REFUSED_SCHEMA, m.group(1).strip()
+    if m := _PORT_TAKEN.search(log_text):
+        return StartFailure.PORT_TAKEN, m.group(0)
+    last = [line for line in log_text.splitlines() if line.strip()][-1:] or ["(no output)"]
+    return StartFailure.CRASHED, last[0].strip()
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What to run for a server: arguments after `mlflow`, extra environment, and the artifact mode."""
+
+    args: list[str]
+    env: dict[str, str]
+    artifact_mode: str
+
+
+def launch(
+    version: MlflowVersion, *, store_uri: str, artifacts_dir: str, host: str, port: int, file_store: bool
+) -> Launch:
+    args = ["server", "--backend-store-uri", store_uri, "--host", host, "--port", str(port), "--workers", "1"]
+    # 3.x servers start a job runner and huey consumers that leave temp stores in /dev/shm after every
+    # shutdown; jobs are not what this harness tests, so they are off (a no-op for versions without them).
+    env: dict[str, str] = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if version.supports_serve_artifacts():
+        args += ["--serve-artifacts", "--artifacts-destination", artifacts_dir]
+        mode = "proxied"
+    else:
+        # No proxying before 1.23: clients write straight to this path, which they must be able to reach.
+        args += ["--default-artifact-root", artifacts_dir]
+        mode = "direct (shared filesystem)"
+    if file_store and version.needs_file_store_opt_in():
+        env["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    return Launch(args=args, env=env, artifact_mode=mode)
+
+
+def wait_healthy(url: str, *, exited: Callable[[], bool], timeout: float = HEALTH_TIMEOUT_S) -> float:
+    """Poll ``url``/health until it answers 200; returns the seconds waited.
+    Raises ServerStartError(TIMEOUT) on timeout; returns early when ``exited()`` (the caller classifies)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if exited():
+            return time.monotonic() - started
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return time.monotonic() - started
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.2)
+    raise ServerStartError(StartFailure.TIMEOUT, f"no answer on {url}/health within {timeout:.0f}s")

@@ -1,0 +1,40 @@
+"""The sessions people run. `nox -l` lists them; options after `--` go to the harness or to pytest."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["matrix"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+
+def _install(session: nox.Session, *extras: str) -> None:
+    target = f".[{','.join(extras)}]" if extras else "."
+    session.install("-e", target)
+
+
+@nox.session(python=PYTHON)
+def matrix(session: nox.Session) -> None:
+    """Run the compatibility matrix (default: the smoke profile) and write a report under results/."""
+    _install(session)
+    session.run("mlflow-compat", "run", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the harness's own tests: unit tests and real cells (real MLflow servers, real stores)."""
+    _install(session, "dev")
+    args = session.posargs or ["-n", "2", "-m", "not slow"]
+    # pytest exits 5 when nothing ran; nox fails on any non-zero code, so an empty run never passes.
+    session.run("pytest", *args)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff on the package, the scenarios and the tests."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", "--diff", "harness", "tests", "noxfile.py")

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    """The real console entry point, in a child process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+
+
+def make_wheel(
+    directory: Path, name: str, version: str, requires: list[str], requires_python: str = ">=3.8"
+) -> Path:
+    """A real, installable-looking wheel whose dependencies the resolver may or may not find."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    path = directory / f"{dist}-py3-none-any.whl"
+    meta = [
+        "Metadata-Version: 2.1",
+        f"Name: {name}",
+        f"Version: {version}",
+        f"Requires-Python: {requires_python}",
+    ]
+    meta += [f"Requires-Dist: {r}" for r in requires]
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{dist}.dist-info/METADATA", "\n".join(meta) + "\n")
+        zf.writestr(
+            f"{dist}.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        zf.writestr(f"{dist}.dist-info/RECORD", "")
+    return path
+
+
+@pytest.fixture
+def unresolvable_wheel(tmp_path: Path) -> Path:
+    """An mlflow wheel that depends on a package no index has: its install must fail in the resolver."""
+    return make_wheel(tmp_path, "mlflow", "0.0.1", ["mlflow-compat-no-such-package-anywhere==1.0"])
