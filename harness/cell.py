@@ -2,7 +2,8 @@
 
   env       build or reuse one venv per MLflow version the cell needs
   before    FROM server on a fresh store; every client writes the quickstart, then reads every run back
-  upgrade   stop the server, back the store up, `mlflow db upgrade` with the next version, check the revision
+  upgrade   stop the server, back the store up, snapshot its tables, `mlflow db upgrade` to the next version;
+            the revision must be the new head and every row that existed must still be there, unchanged
   after     next server on the same store; every client writes again and reads every run, old ones included
             (a multi-hop path repeats upgrade/after per hop: upgrade-1, after-1, upgrade-2, ...)
   rollback  FROM server on the upgraded store (a refusal is the documented outcome), then restore the
@@ -26,9 +27,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import procs
+from harness import integrity, procs
 from harness.backends import Store, StoreError, new_store
 from harness.clients import run_step
+from harness.databases import DatabaseServer
 from harness.envs import Env, EnvCache, EnvError
 from harness.plan import CellPlan
 from harness.results import CellResult, Check, Status
@@ -60,6 +62,8 @@ class CellContext:
     work_root: Path | None = None  # where stores are made; a fresh temp dir under it, removed at the end
     keep_store: bool = False
     tamper: Tamper | None = None
+    databases: dict[str, DatabaseServer] = field(default_factory=dict)  # the run's servers, by backend
+    run_id: str = "adhoc"
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Cell:
     result: CellResult = field(init=False)
     written: list[WrittenRun] = field(default_factory=list)
     envs: dict[str, Env] = field(default_factory=dict)
+    servers_started: int = 0
     _timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def __post_init__(self) -> None:
@@ -96,7 +101,9 @@ class Cell:
                 backups = []
                 for hop, target in enumerate(path[1:], start=1):
                     suffix = "" if len(path) == 2 else f"-{hop}"
-                    self.hook("before-upgrade", store)
+                    self.hook(
+                        "before-upgrade", store
+                    )  # tests change the store behind the clients' backs here
                     backups.append(self.upgrade_phase(f"upgrade{suffix}", target, store))
                     self.serve_phase(f"after{suffix}", target, store)
                 self.rollback_phase(path[0], store, backups[0])
@@ -144,7 +151,18 @@ class Cell:
     @contextmanager
     def fresh_store(self) -> Iterator[Store]:
         workdir = Path(tempfile.mkdtemp(prefix=f"mlflow-compat-{self.plan.slug}-", dir=self.ctx.work_root))
-        store = new_store(self.plan.backend, workdir)
+        try:
+            store = new_store(
+                self.plan.backend,
+                workdir,
+                servers=self.ctx.databases,
+                run_id=self.ctx.run_id,
+                cell_slug=self.plan.slug,
+            )
+        except StoreError as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
+            self.result.add(Check("store", "env", Status.ERROR, str(exc)))
+            raise Abort from exc
         self.result.components["backend"] = store.describe()
         try:
             yield store
@@ -180,6 +198,8 @@ class Cell:
                 check.detail = "the file store has no schema: `mlflow db upgrade` does not apply"
                 return backup
             before = store.schema_revision()
+            rows_before = integrity.snapshot(store.sqlalchemy_url)
+            self.hook("before-db-upgrade", store)
             log = self.logs / f"{phase}-db-upgrade-{env.version}.log"
             check.logs = [self.rel(log)]
             code, seconds = self.ctx.runtime.mlflow(env, ["db", "upgrade", store.uri], log, UPGRADE_TIMEOUT_S)
@@ -205,6 +225,11 @@ class Cell:
                 )
             else:
                 check.detail = f"revision {before} -> {after} in {seconds:.1f}s"
+        with self.step("integrity", phase, server=str(env.version), timing="upgrade") as check:
+            report = integrity.compare(rows_before, integrity.snapshot(store.sqlalchemy_url))
+            check.detail = report.summary()
+            if not report.ok:
+                check.status, check.excerpt = Status.FAIL, "\n".join(report.differences)
         return backup
 
     def rollback_phase(self, version: Spec, store: Store, backup: Path) -> None:
@@ -328,6 +353,11 @@ class Cell:
     def server(self, phase: str, env: Env, store: Store) -> Iterator[RunningServer]:
         """A server for the length of a phase. Its start is a check; a failed start ends the cell."""
         log = self.logs / f"{phase}-server-{env.version}.log"
+        if self.servers_started:
+            # A server may migrate the schema on start (shared/mlflow-facts.md): back up first, every time.
+            with self.step("backup", phase, timing="backup", critical=True) as check:
+                check.detail = f"copied to {store.backup(f'before-{phase}-server').name}"
+        self.servers_started += 1
         revision = store.schema_revision()
         with self.step(
             "server-start", phase, server=str(env.version), timing="server-start", critical=True

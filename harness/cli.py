@@ -9,6 +9,8 @@ before any process, env or directory is made.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import secrets
@@ -21,8 +23,8 @@ from typing import Any, NoReturn
 
 import pytest
 
-from harness import __version__, index, pythons
-from harness.backends import PLANNED, backend_names
+from harness import __version__, databases, index, pythons
+from harness.backends import DATABASE_BACKENDS, UNAVAILABLE_ENV, backend_names
 from harness.plan import CellPlan, default_matrix, default_paths, dump_plan, plan_cells
 from harness.plugin import PLAN_FILE, SELECTED_FILE
 from harness.report import collect, write_reports
@@ -59,12 +61,17 @@ class RunOptions:
     runtime: Option
     keep_stores: Option
     profile: Option
+    database_urls: dict[str, Option]
     resolved: dict[str, str] = field(default_factory=dict)  # `latest` -> version
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, opt in vars(self).items():
-            if isinstance(opt, Option):
+            if name == "database_urls":
+                for backend, o in opt.items():
+                    value = databases.redact(str(o.value)) if o.value else "a local server started by the run"
+                    out[f"{backend}_url"] = {"value": value, "source": o.source}
+            elif isinstance(opt, Option):
                 value = opt.value
                 if name in ("paths",):
                     value = [":".join(s.label for s in p) for p in value]
@@ -104,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runtime", choices=RUNTIMES, help="where servers run (default: local)")
     run.add_argument("--profile", default=None, help="default matrix profile (default: smoke)")
     run.add_argument("--keep-stores", action="store_true", help="keep each cell's store for inspection")
+    for backend in DATABASE_BACKENDS:
+        run.add_argument(
+            f"--{backend}-url",
+            metavar="URL",
+            help=f"use this {backend} server (per-cell databases are created and dropped there); "
+            f"default: start a local one (env {databases.URL_ENV[backend]})",
+        )
     report = sub.add_parser("report", help="render report.md again from a run's results.json")
     report.add_argument("run_dir", type=Path)
     return parser
@@ -128,8 +142,7 @@ def parse_run_options(args: argparse.Namespace) -> RunOptions:
     backends = _opt(args.backend, None, list(matrix["backends"]))
     for name in backends.value:
         if name not in backend_names():
-            later = f"; {name} is not implemented yet" if name in PLANNED else ""
-            raise BadInput(f"unknown backend {name!r} (choose from {', '.join(backend_names())}){later}")
+            raise BadInput(f"unknown backend {name!r} (choose from {', '.join(backend_names())})")
 
     if (args.from_ is None) != (args.to is None):
         raise BadInput("--from and --to go together (or use --path FROM:TO)")
@@ -164,6 +177,14 @@ def parse_run_options(args: argparse.Namespace) -> RunOptions:
     runtime = _opt(args.runtime, "MLFLOW_COMPAT_RUNTIME", "local")
     if runtime.value not in RUNTIMES:
         raise BadInput(f"unknown runtime {runtime.value!r} (choose from {', '.join(RUNTIMES)})")
+    urls = {}
+    for backend in DATABASE_BACKENDS:
+        urls[backend] = _opt(getattr(args, f"{backend}_url"), databases.URL_ENV[backend], None)
+        if urls[backend].value:
+            try:
+                databases.parse_admin_url(backend, urls[backend].value)
+            except ValueError as exc:
+                raise BadInput(str(exc)) from None
     return RunOptions(
         backends=backends,
         paths=paths,
@@ -174,6 +195,7 @@ def parse_run_options(args: argparse.Namespace) -> RunOptions:
         runtime=runtime,
         keep_stores=Option(args.keep_stores, "command line" if args.keep_stores else "default"),
         profile=profile,
+        database_urls=urls,
     )
 
 
@@ -241,37 +263,70 @@ def prepare(opts: RunOptions, cells: list[CellPlan]) -> Path:
     return run_dir
 
 
-def execute(opts: RunOptions, run_dir: Path, ncells: int) -> int:
-    args = [
-        str(run_dir / PLAN_FILE),
-        "-c",
-        str(run_dir / "pytest.ini"),
-        "--rootdir",
-        str(run_dir),
-        "-p",
-        "harness.plugin",
-        "-p",
-        "no:cacheprovider",
-        "--compat-run-dir",
-        str(run_dir),
-        "--junitxml",
-        str(run_dir / "junit.xml"),
-        "-o",
-        "junit_family=xunit2",
-        "-o",
-        "junit_suite_name=mlflow-compat",
-        "-q",
-        "--no-header",
-        "-rN",
-        "--assert=plain",
-    ]
-    jobs = min(opts.jobs.value, ncells)
-    args += ["-n", str(jobs), "--dist", "load"] if jobs > 1 else ["-p", "no:xdist"]
+def pytest_args(opts: RunOptions, run_dir: Path) -> list[str]:
+    args = [str(run_dir / PLAN_FILE), "-c", str(run_dir / "pytest.ini"), "--rootdir", str(run_dir),
+            "-p", "harness.plugin", "-p", "no:cacheprovider", "--compat-run-dir", str(run_dir),
+            "-q", "--no-header", "-rN", "--assert=plain"]  # fmt: skip
     if opts.select.value:
         args += ["-k", opts.select.value]
+    return args
+
+
+def select(opts: RunOptions, run_dir: Path, cells: list[CellPlan]) -> list[CellPlan]:
+    """Apply -k as pytest does, in a collect-only pass (nothing starts); a bad or empty one is bad input."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = pytest.main([*pytest_args(opts, run_dir), "--collect-only", "-p", "no:xdist"])
+    selected_file = run_dir / SELECTED_FILE
+    selected = json.loads(selected_file.read_text()) if selected_file.exists() else []
+    if code == pytest.ExitCode.USAGE_ERROR or (
+        code != pytest.ExitCode.OK and opts.select.value and not selected
+    ):
+        shutil.rmtree(run_dir)
+        if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+            raise BadInput(
+                f"no cell matches -k {opts.select.value!r} (cells: {', '.join(c.id for c in cells)})"
+            )
+        why = next((line.split(": ", 2)[-1] for line in out.getvalue().splitlines() if "-k" in line), "")
+        raise BadInput(f"-k {opts.select.value!r} is not a valid selection expression ({why.strip()})")
+    if code != pytest.ExitCode.OK:
+        raise RuntimeError(f"collecting the planned cells failed (pytest exit {code}):\n{out.getvalue()}")
+    return [c for c in cells if c.id in selected]
+
+
+def execute(opts: RunOptions, run_dir: Path, ncells: int) -> int:
+    args = [*pytest_args(opts, run_dir), "--junitxml", str(run_dir / "junit.xml"),
+            "-o", "junit_family=xunit2", "-o", "junit_suite_name=mlflow-compat"]  # fmt: skip
+    jobs = min(opts.jobs.value, ncells)
+    args += ["-n", str(jobs), "--dist", "load"] if jobs > 1 else ["-p", "no:xdist"]
     if opts.keep_stores.value:
         args.append("--compat-keep-stores")
     return int(pytest.main(args))
+
+
+def start_databases(opts: RunOptions, backends: set[str]) -> list[databases.DatabaseServer]:
+    """One server per database backend for the whole run, published to the cells (the pytest workers) as a
+    URL in the environment. A server that cannot start makes only that backend's cells `error`."""
+    started = []
+    for backend in sorted(backends & set(DATABASE_BACKENDS)):
+        var, given = databases.URL_ENV[backend], opts.database_urls[backend].value
+        os.environ.pop(UNAVAILABLE_ENV.format(backend=backend.upper()), None)
+        if given:
+            os.environ[var] = given
+            continue
+        print(f"mlflow-compat: starting a local {backend} server", flush=True)
+        try:
+            server = databases.start_local(backend)
+        except databases.DatabaseError as exc:
+            os.environ.pop(var, None)
+            os.environ[UNAVAILABLE_ENV.format(backend=backend.upper())] = (
+                f"the local server did not start: {exc}"
+            )
+            print(f"mlflow-compat: {backend}: {exc}; its cells will be errors", file=sys.stderr)
+            continue
+        started.append(server)
+        os.environ[var] = server.admin_url.render_as_string(hide_password=False)
+    return started
 
 
 def update_latest_link(results_dir: Path, run_dir: Path) -> None:
@@ -287,26 +342,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     resolve(opts)
     cells = plan(opts)
     run_dir = prepare(opts, cells)
+    cells = select(opts, run_dir, cells)
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    print(f"mlflow-compat: {len(cells)} cells planned; results in {run_dir}", flush=True)
+    print(f"mlflow-compat: {len(cells)} cells; results in {run_dir}", flush=True)
     interrupted = False
+    started_servers = start_databases(opts, {c.backend for c in cells})
     try:
         code = execute(opts, run_dir, len(cells))
     except KeyboardInterrupt:
         code, interrupted = pytest.ExitCode.INTERRUPTED, True
-    selected_file = run_dir / SELECTED_FILE
-    selected = json.loads(selected_file.read_text()) if selected_file.exists() else [c.id for c in cells]
-    # A bad -k is only known once pytest parses it: nothing has started by then; drop the empty run.
-    if code == pytest.ExitCode.USAGE_ERROR:
-        shutil.rmtree(run_dir)
-        raise BadInput(f"-k {opts.select.value!r} is not a valid selection expression")
-    if code == pytest.ExitCode.NO_TESTS_COLLECTED and not selected:
-        shutil.rmtree(run_dir)
-        raise BadInput(f"no cell matches -k {opts.select.value!r} (cells: {', '.join(c.id for c in cells)})")
+    finally:
+        for server in started_servers:
+            server.close()
     interrupted = interrupted or code == pytest.ExitCode.INTERRUPTED
     run = collect(
         run_dir,
-        [c for c in cells if c.id in selected],
+        cells,
         started=started,
         options=opts.describe(),
         harness_version=__version__,

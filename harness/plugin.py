@@ -17,6 +17,7 @@ import pytest
 
 from harness import procs
 from harness.cell import CellContext, run_cell
+from harness.databases import URL_ENV, DatabaseServer, connect, parse_admin_url
 from harness.envs import EnvCache
 from harness.plan import CellPlan
 from harness.results import CellResult, Status
@@ -42,6 +43,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     procs.install_cleanup()
+
+
+def run_databases(config: pytest.Config) -> dict[str, DatabaseServer]:
+    """Handles on the run's database servers, published by the controller as URLs in the environment."""
+    cached: dict[str, DatabaseServer] | None = getattr(config, "_compat_databases", None)
+    if cached is None:
+        cached = {
+            b: connect(b, parse_admin_url(b, os.environ[var]))
+            for b, var in URL_ENV.items()
+            if os.environ.get(var)
+        }
+        config._compat_databases = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for server in getattr(config, "_compat_databases", {}).values():
+        server.dispose()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -80,6 +99,8 @@ class CellItem(pytest.Item):
             runtime=get_runtime(self.plan.runtime),
             envs=EnvCache(),
             keep_store=bool(self.config.getoption("--compat-keep-stores")),
+            databases=run_databases(self.config),
+            run_id=run_dir.name,
         )
         self.result = run_cell(self.plan, ctx)
         if self.result.status is Status.ERROR:

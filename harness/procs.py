@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,13 +22,18 @@ _live: set[int] = set()
 _lock = threading.Lock()
 
 
+def redact(text: str) -> str:
+    """Hide the password of every URL in ``text`` (database URLs reach servers on their command lines)."""
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
+
+
 def spawn(
     cmd: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``cmd`` in a new session with stdout and stderr appended to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as fh:
-        fh.write(f"$ {' '.join(cmd)}\n".encode())
+        fh.write(f"$ {redact(' '.join(cmd))}\n".encode())
         fh.flush()
         proc = subprocess.Popen(
             cmd,

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -49,3 +51,30 @@ def make_wheel(
 def unresolvable_wheel(tmp_path: Path) -> Path:
     """An mlflow wheel that depends on a package no index has: its install must fail in the resolver."""
     return make_wheel(tmp_path, "mlflow", "0.0.1", ["mlflow-compat-no-such-package-anywhere==1.0"])
+
+
+class LazyDatabases(dict):
+    """The tests' database servers: started on first use (per xdist worker), closed at the end."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def get_server(self, backend: str):
+        from harness.databases import start_local
+
+        if backend not in self:
+            self[backend] = start_local(backend, self.root)
+        return self[backend]
+
+
+@pytest.fixture(scope="session")
+def databases():
+    # Not under pytest's tmp_path: that is private to root, and PostgreSQL runs as `postgres` under root.
+    root = Path(tempfile.mkdtemp(prefix="mlflow-compat-tests-"))
+    root.chmod(0o755)
+    servers = LazyDatabases(root)
+    yield servers
+    for server in servers.values():
+        server.close()
+    shutil.rmtree(root, ignore_errors=True)

@@ -11,7 +11,6 @@ from tests.conftest import run_cli
     ("args", "message"),
     [
         (["--backend", "oracle"], "unknown backend 'oracle'"),
-        (["--backend", "postgres"], "not implemented yet"),
         (["--path", "1.30.1"], "is not an upgrade path"),
         (["--path", "3.17.2:2.22.5"], "MLflow has no schema downgrade"),
         (["--from", "1.30.1"], "--from and --to go together"),
@@ -22,6 +21,7 @@ from tests.conftest import run_cli
         (["--jobs", "0"], "--jobs must be at least 1"),
         (["--profile", "huge"], "unknown profile 'huge'"),
         (["--runtime", "k8s"], "invalid choice"),
+        (["--path", "1.30.1:2.22.5", "-k", "sqlite and ("], "is not a valid selection expression"),
         (["--no-such-option"], "unrecognized arguments"),
     ],
 )
@@ -31,7 +31,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], messa
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
-    assert not results.exists(), "bad input must not create a run"
+    assert not results.exists() or not any(results.iterdir()), "bad input must not create a run"
 
 
 def test_unwritable_results_dir(tmp_path: Path) -> None:
@@ -45,8 +45,24 @@ def test_unwritable_results_dir(tmp_path: Path) -> None:
 def test_selection_that_matches_no_cell(tmp_path: Path) -> None:
     results = tmp_path / "results"
     proc = run_cli(
-        "run", "--results-dir", str(results), "--path", "1.30.1:2.22.5", "-k", "postgres", timeout=300
+        "run", "--results-dir", str(results), "--path", "1.30.1:2.22.5", "-k", "oracle", timeout=300
     )
     assert proc.returncode == 2, proc.stderr + proc.stdout
-    assert "no cell matches -k 'postgres'" in proc.stderr
+    assert "no cell matches -k 'oracle'" in proc.stderr
     assert not any(p.name != "latest" for p in results.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--postgres-url", "mysql://root@127.0.0.1/x"], "--postgres-url must be a postgresql:// URL"),
+        (["--mysql-url", "not a url"], "--mysql-url is not a database URL"),
+        (["--mysql-url", "mysql://root:s3cret@/x"], "--mysql-url has no host"),
+    ],
+)
+def test_bad_database_urls_are_refused_without_showing_passwords(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    proc = run_cli("run", "--results-dir", str(tmp_path / "r"), "--backend", "postgres", *args, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "s3cret" not in proc.stderr

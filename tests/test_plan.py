@@ -4,7 +4,7 @@ from harness.specs import parse_path, parse_spec
 
 def test_default_matrix_is_data() -> None:
     smoke = default_matrix("smoke")
-    assert smoke["backends"] == ["file", "sqlite"]
+    assert smoke["backends"] == ["file", "sqlite", "postgres", "mysql"]
     labels = [":".join(s.label for s in p) for p in default_paths()]
     assert labels == ["1.30.1:2.22.5", "2.22.5:3.17.2", "1.30.1:3.17.2"]
 
