@@ -101,9 +101,8 @@ class Cell:
                 backups = []
                 for hop, target in enumerate(path[1:], start=1):
                     suffix = "" if len(path) == 2 else f"-{hop}"
-                    self.hook(
-                        "before-upgrade", store
-                    )  # tests change the store behind the clients' backs here
+                    # Tests change the store behind the clients' backs here.
+                    self.hook("before-upgrade", store)
                     backups.append(self.upgrade_phase(f"upgrade{suffix}", target, store))
                     self.serve_phase(f"after{suffix}", target, store)
                 self.rollback_phase(path[0], store, backups[0])
