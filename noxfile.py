@@ -38,3 +38,17 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", "--diff", "harness", "tests", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+def images(session: nox.Session) -> None:
+    """Build Docker images ahead of time: `-- VERSION...` for servers, `-- --bootstrap` with no registry."""
+    _install(session)
+    session.run("mlflow-compat", "images", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def clean(session: nox.Session) -> None:
+    """Remove what crashed runs left: containers, temp dirs, stray servers. Only when no run is active."""
+    _install(session)
+    session.run("mlflow-compat", "clean")

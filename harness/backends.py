@@ -38,9 +38,13 @@ class Store(ABC):
         return self.workdir / "artifacts"
 
     @property
-    @abstractmethod
     def uri(self) -> str:
-        """The --backend-store-uri a server gets."""
+        """The --backend-store-uri a server on this machine gets."""
+        return self.uri_at(self.workdir)
+
+    @abstractmethod
+    def uri_at(self, mount: Path) -> str:
+        """The store URI for a server that sees the workdir at ``mount`` (a container's bind mount)."""
 
     @abstractmethod
     def _backup_data(self, dest: Path) -> None: ...
@@ -111,9 +115,8 @@ class FileStore(Store):
     def root(self) -> Path:
         return self.workdir / "mlruns"
 
-    @property
-    def uri(self) -> str:
-        return self.root.as_uri()
+    def uri_at(self, mount: Path) -> str:
+        return (mount / "mlruns").as_uri()
 
     def create(self) -> None:
         super().create()
@@ -139,9 +142,8 @@ class SqliteStore(Store):
     def db_path(self) -> Path:
         return self.workdir / "mlflow.db"
 
-    @property
-    def uri(self) -> str:
-        return f"sqlite:///{self.db_path}"
+    def uri_at(self, mount: Path) -> str:
+        return f"sqlite:///{mount / 'mlflow.db'}"
 
     def _copy(self, src: Path, dest: Path) -> None:
         """A consistent copy through SQLite's online backup API (safe even if a writer were connected)."""
@@ -179,9 +181,8 @@ class DatabaseStore(Store):
         assert self.server is not None
         return self.server
 
-    @property
-    def uri(self) -> str:
-        return self.db.mlflow_uri(self.database)
+    def uri_at(self, mount: Path) -> str:
+        return self.db.mlflow_uri(self.database)  # servers reach the database over the network
 
     @property
     def sqlalchemy_url(self) -> sa.URL:

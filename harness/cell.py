@@ -127,6 +127,8 @@ class Cell:
             self.result.seconds = round(time.monotonic() - started, 2)
             self.result.ended = now()
             self.result.timings = {k: round(v, 2) for k, v in self._timings.items()}
+            if runtime_facts := self.ctx.runtime.describe():
+                self.result.components["runtime"] = runtime_facts
             self.result.finish()
             self.result.write(self.ctx.cell_dir / "cell.json")
         return self.result
@@ -201,7 +203,7 @@ class Cell:
             self.hook("before-db-upgrade", store)
             log = self.logs / f"{phase}-db-upgrade-{env.version}.log"
             check.logs = [self.rel(log)]
-            code, seconds = self.ctx.runtime.mlflow(env, ["db", "upgrade", store.uri], log, UPGRADE_TIMEOUT_S)
+            code, seconds = self.ctx.runtime.db_upgrade(env, store, log, UPGRADE_TIMEOUT_S)
             after = store.schema_revision()
             self.result.components.setdefault("revisions", {})[phase] = {
                 "before": before,

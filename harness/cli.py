@@ -23,13 +23,14 @@ from typing import Any, NoReturn
 
 import pytest
 
-from harness import __version__, databases, index, pythons
+from harness import __version__, databases, images, index, procs, pythons
 from harness.backends import DATABASE_BACKENDS, UNAVAILABLE_ENV, backend_names
 from harness.plan import CellPlan, default_matrix, default_paths, dump_plan, plan_cells
 from harness.plugin import PLAN_FILE, SELECTED_FILE
 from harness.report import collect, write_reports
 from harness.results import ExitCode, RunResult
 from harness.runtime import RUNTIMES
+from harness.runtime.docker import LABEL_RUN, remove_containers
 from harness.specs import Spec, SpecError, SpecKind, parse_path, parse_spec
 
 
@@ -62,12 +63,16 @@ class RunOptions:
     keep_stores: Option
     profile: Option
     database_urls: dict[str, Option]
+    images: dict[str, Option]
     resolved: dict[str, str] = field(default_factory=dict)  # `latest` -> version
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, opt in vars(self).items():
-            if name == "database_urls":
+            if name == "images":
+                for what, o in opt.items():
+                    out[f"{what}_image"] = {"value": o.value or "default", "source": o.source}
+            elif name == "database_urls":
                 for backend, o in opt.items():
                     value = databases.redact(str(o.value)) if o.value else "a local server started by the run"
                     out[f"{backend}_url"] = {"value": value, "source": o.source}
@@ -108,7 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-dir", metavar="DIR", help="where runs are written (default: results/)")
     run.add_argument("-k", dest="select", metavar="EXPR", help="select cells by id, as pytest -k does")
     run.add_argument("-n", "--jobs", type=int, metavar="N", help="cells in parallel (default: CPU count)")
-    run.add_argument("--runtime", choices=RUNTIMES, help="where servers run (default: local)")
+    run.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help="where servers and databases run (default: auto = docker when an engine answers)",
+    )
+    run.add_argument(
+        "--base-image",
+        metavar="IMAGE",
+        help="base of server images (default: python:X.Y-slim, else a bootstrapped Debian)",
+    )
+    for backend, default in images.DEFAULT_DB_IMAGES.items():
+        run.add_argument(
+            f"--{backend}-image", metavar="IMAGE", help=f"{backend} image for docker (default {default})"
+        )
     run.add_argument("--profile", default=None, help="default matrix profile (default: smoke)")
     run.add_argument("--keep-stores", action="store_true", help="keep each cell's store for inspection")
     for backend in DATABASE_BACKENDS:
@@ -120,6 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
         )
     report = sub.add_parser("report", help="render report.md again from a run's results.json")
     report.add_argument("run_dir", type=Path)
+    imgs = sub.add_parser("images", help="build server (and database) images ahead of a docker run")
+    imgs.add_argument(
+        "versions", nargs="*", metavar="VERSION", help="MLflow specs to build server images for"
+    )
+    imgs.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="no registry: make a Debian base (debootstrap) and database images from Debian packages",
+    )
+    imgs.add_argument("--base-image", metavar="IMAGE", help="base of server images")
+    sub.add_parser(
+        "clean",
+        help="remove what crashed runs left (containers, temp dirs, strays); "
+        "run it when no other run is active",
+    )
     return parser
 
 
@@ -174,9 +207,14 @@ def parse_run_options(args: argparse.Namespace) -> RunOptions:
     results_dir = _opt(args.results_dir, "MLFLOW_COMPAT_RESULTS_DIR", "results")
     results_dir.value = Path(results_dir.value).resolve()
     _check_writable(results_dir.value)
-    runtime = _opt(args.runtime, "MLFLOW_COMPAT_RUNTIME", "local")
+    runtime = _opt(args.runtime, "MLFLOW_COMPAT_RUNTIME", "auto")
     if runtime.value not in RUNTIMES:
         raise BadInput(f"unknown runtime {runtime.value!r} (choose from {', '.join(RUNTIMES)})")
+    image_opts = {"base": _opt(args.base_image, "MLFLOW_COMPAT_BASE_IMAGE", None)}
+    for backend in DATABASE_BACKENDS:
+        image_opts[backend] = _opt(
+            getattr(args, f"{backend}_image"), f"MLFLOW_COMPAT_{backend.upper()}_IMAGE", None
+        )
     urls = {}
     for backend in DATABASE_BACKENDS:
         urls[backend] = _opt(getattr(args, f"{backend}_url"), databases.URL_ENV[backend], None)
@@ -196,6 +234,7 @@ def parse_run_options(args: argparse.Namespace) -> RunOptions:
         keep_stores=Option(args.keep_stores, "command line" if args.keep_stores else "default"),
         profile=profile,
         database_urls=urls,
+        images=image_opts,
     )
 
 
@@ -209,7 +248,16 @@ def _check_writable(path: Path) -> None:
 
 # -- resolve -----------------------------------------------------------------------------------------
 def resolve(opts: RunOptions) -> None:
-    """Pin `latest` to a version, and refuse versions the index has never heard of."""
+    """Pin `auto` to a runtime and `latest` to a version; refuse versions the index has never heard of."""
+    if opts.runtime.value in ("auto", "docker"):
+        engine = images.engine_available()
+        if opts.runtime.value == "docker" and not engine:
+            raise BadInput("--runtime docker: no Docker engine answers (is dockerd running? DOCKER_HOST?)")
+        if opts.runtime.value == "auto":
+            opts.resolved["runtime"] = "docker" if engine else "local (no Docker engine answers)"
+            opts.runtime.value = "docker" if engine else "local"
+    if opts.images["base"].value:
+        os.environ["MLFLOW_COMPAT_BASE_IMAGE"] = opts.images["base"].value
     specs = [s for p in opts.paths.value for s in p] + list(opts.clients.value or ())
     releases = [s for s in specs if s.kind in (SpecKind.RELEASE, SpecKind.LATEST)]
     if not releases:
@@ -304,9 +352,10 @@ def execute(opts: RunOptions, run_dir: Path, ncells: int) -> int:
     return int(pytest.main(args))
 
 
-def start_databases(opts: RunOptions, backends: set[str]) -> list[databases.DatabaseServer]:
-    """One server per database backend for the whole run, published to the cells (the pytest workers) as a
-    URL in the environment. A server that cannot start makes only that backend's cells `error`."""
+def start_databases(opts: RunOptions, backends: set[str], run_id: str) -> list[databases.DatabaseServer]:
+    """One server per database backend for the whole run (a local process, or a container with the docker
+    runtime), published to the cells (the pytest workers) as a URL in the environment. A server that
+    cannot start makes only that backend's cells `error`."""
     started = []
     for backend in sorted(backends & set(DATABASE_BACKENDS)):
         var, given = databases.URL_ENV[backend], opts.database_urls[backend].value
@@ -314,10 +363,15 @@ def start_databases(opts: RunOptions, backends: set[str]) -> list[databases.Data
         if given:
             os.environ[var] = given
             continue
-        print(f"mlflow-compat: starting a local {backend} server", flush=True)
+        print(f"mlflow-compat: starting a {backend} server ({opts.runtime.value})", flush=True)
         try:
-            server = databases.start_local(backend)
-        except databases.DatabaseError as exc:
+            if opts.runtime.value == "docker":
+                choice = images.database_image(backend, opts.images[backend].value)
+                opts.resolved[f"{backend}_image"] = f"{choice.image} ({choice.note})"
+                server = databases.start_container(backend, choice.image, {LABEL_RUN: run_id})
+            else:
+                server = databases.start_local(backend)
+        except (databases.DatabaseError, images.ImageError) as exc:
             os.environ.pop(var, None)
             os.environ[UNAVAILABLE_ENV.format(backend=backend.upper())] = (
                 f"the local server did not start: {exc}"
@@ -346,7 +400,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = datetime.now(UTC).isoformat(timespec="seconds")
     print(f"mlflow-compat: {len(cells)} cells; results in {run_dir}", flush=True)
     interrupted = False
-    started_servers = start_databases(opts, {c.backend for c in cells})
+    started_servers = start_databases(opts, {c.backend for c in cells}, run_dir.name)
     try:
         code = execute(opts, run_dir, len(cells))
     except KeyboardInterrupt:
@@ -354,6 +408,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         for server in started_servers:
             server.close()
+        if opts.runtime.value == "docker":
+            remove_containers(run_dir.name)  # whatever a crashed or interrupted cell left behind
     interrupted = interrupted or code == pytest.ExitCode.INTERRUPTED
     run = collect(
         run_dir,
@@ -397,12 +453,50 @@ def cmd_report(args: argparse.Namespace) -> int:
     return run.exit_code()
 
 
+def cmd_images(args: argparse.Namespace) -> int:
+    """Build what a docker run needs, so that the run itself only starts containers."""
+    try:
+        specs = [parse_spec(v) for v in args.versions]
+    except SpecError as exc:
+        raise BadInput(str(exc)) from None
+    if not images.engine_available():
+        raise BadInput("no Docker engine answers (is dockerd running? DOCKER_HOST?)")
+    from harness.envs import EnvCache
+
+    if args.bootstrap:
+        for backend in DATABASE_BACKENDS:
+            print(f"{backend}: {images.bootstrap_database(backend)}", flush=True)
+    cache = EnvCache()
+    for spec in specs:
+        log = cache.root / f"images-{spec.label}.log"
+        env = cache.ensure(spec, log)
+        base = images.python_base(".".join(env.python.split(".")[:2]), args.base_image)
+        choice = images.server_image(env, base)
+        print(f"MLflow {spec.label}: {choice.image} ({choice.note})", flush=True)
+    return 0
+
+
+def cmd_clean(_args: argparse.Namespace) -> int:
+    """Leftovers of runs that were killed before they could clean up (SIGKILL, a crashed machine)."""
+    import glob
+    import tempfile
+
+    removed = remove_containers() if images.engine_available() else 0
+    dirs = glob.glob(os.path.join(tempfile.gettempdir(), "mlflow-compat-*"))
+    for path in dirs:
+        shutil.rmtree(path, ignore_errors=True)
+    killed = procs.kill_strays()
+    print(f"removed {removed} containers, {len(dirs)} temp directories, {killed} stray processes")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "images": cmd_images, "clean": cmd_clean}
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "run":
-            return cmd_run(args)
-        return cmd_report(args)
+        return COMMANDS[args.command](args)
     except BadInput as exc:
         print(f"mlflow-compat: error: {exc}", file=sys.stderr)
         return ExitCode.BAD_INPUT

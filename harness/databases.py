@@ -20,7 +20,7 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
@@ -438,3 +438,115 @@ def connect(backend: str, url: URL) -> DatabaseServer:
 def start_local(backend: str, root: Path | None = None) -> DatabaseServer:
     """Start a throwaway server for ``backend`` in a new directory under ``root`` (default: the temp dir)."""
     return LOCAL[backend](root)
+
+
+# -- servers in containers (the docker runtime) -------------------------------------------------------
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # the reaper image cannot be pulled offline
+
+
+class _Container:
+    """A database server in a container (testcontainers), host networking on a free 127.0.0.1 port."""
+
+    image: str
+    container: Any = None
+
+    def container_spec(self, port: int, ours: bool) -> tuple[dict[str, str], list[str]]:
+        raise NotImplementedError
+
+    def boot(self, image: str, labels: dict[str, str]) -> int:
+        from testcontainers.core.container import DockerContainer
+
+        from harness import images
+
+        ours = images.client().images.get(image).labels.get("mlflow-compat.image") is not None
+        for _ in range(3):
+            port = procs.free_port(HOST)
+            env, command = self.container_spec(port, ours)
+            container = DockerContainer(image).with_kwargs(network_mode="host", labels=labels)
+            for key, value in env.items():
+                container = container.with_env(key, value)
+            if command:
+                container = container.with_command(command)
+            self.container = container.start()
+            if _wait_sql(self, port):
+                return port
+            self.container.stop()
+        raise DatabaseError(f"{image} did not accept connections")
+
+    def shutdown(self) -> None:
+        if self.container is not None:
+            self.container.stop()  # testcontainers stops and removes it
+            self.container = None
+
+
+def _wait_sql(server: Any, port: int) -> bool:
+    """Ready means a real login works (the port opens before the server accepts logins)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    url = server.probe_url(port)
+    while time.monotonic() < deadline:
+        wrapped = server.container.get_wrapped_container()
+        wrapped.reload()
+        if wrapped.status == "exited":
+            return False
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as con:
+                con.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            time.sleep(0.3)
+        finally:
+            engine.dispose()
+    return False
+
+
+class DockerPostgres(_Container, Postgres):
+    def __init__(self, image: str, labels: dict[str, str]) -> None:
+        self.image = image
+        port = self.boot(image, labels)
+        Postgres.__init__(self, self.probe_url(port))
+
+    def probe_url(self, port: int) -> URL:
+        return URL.create(self.scheme, username="postgres", host=HOST, port=port, database="postgres")
+
+    def container_spec(self, port: int, ours: bool) -> tuple[dict[str, str], list[str]]:
+        if ours:
+            return {"PGPORT": str(port), "PGLISTEN": HOST}, []
+        return {"POSTGRES_HOST_AUTH_METHOD": "trust"}, [
+            "postgres",
+            "-p",
+            str(port),
+            "-c",
+            f"listen_addresses={HOST}",
+        ]
+
+    def close(self) -> None:
+        self.dispose()
+        self.shutdown()
+
+
+class DockerMySQL(_Container, MySQL):
+    def __init__(self, image: str, labels: dict[str, str]) -> None:
+        self.image = image
+        port = self.boot(image, labels)
+        MySQL.__init__(self, self.probe_url(port))
+
+    def probe_url(self, port: int) -> URL:
+        return URL.create(self.scheme, username="root", host=HOST, port=port)
+
+    def container_spec(self, port: int, ours: bool) -> tuple[dict[str, str], list[str]]:
+        if ours:
+            return {"MARIADB_PORT": str(port), "MARIADB_BIND": HOST}, []
+        return {"MYSQL_ALLOW_EMPTY_PASSWORD": "yes", "MYSQL_ROOT_HOST": "%"}, [
+            f"--port={port}",
+            f"--bind-address={HOST}",
+        ]
+
+    def close(self) -> None:
+        self.dispose()
+        self.shutdown()
+
+
+def start_container(backend: str, image: str, labels: dict[str, str]) -> DatabaseServer:
+    cls: type[DockerPostgres | DockerMySQL] = DockerPostgres if backend == "postgres" else DockerMySQL
+    return cls(image, labels)

@@ -22,6 +22,7 @@ from harness.envs import EnvCache
 from harness.plan import CellPlan
 from harness.results import CellResult, Status
 from harness.runtime import get_runtime
+from harness.runtime.docker import LABEL_CELL, LABEL_RUN
 
 PLAN_FILE = "cells.compat.json"
 SELECTED_FILE = "selected.json"
@@ -96,7 +97,9 @@ class CellItem(pytest.Item):
         run_dir = Path(self.config.getoption("--compat-run-dir") or tempfile.mkdtemp(prefix="mlflow-compat-"))
         ctx = CellContext(
             cell_dir=run_dir / "cells" / self.plan.slug,
-            runtime=get_runtime(self.plan.runtime),
+            runtime=get_runtime(
+                self.plan.runtime, labels={LABEL_RUN: run_dir.name, LABEL_CELL: self.plan.slug}
+            ),
             envs=EnvCache(),
             keep_store=bool(self.config.getoption("--compat-keep-stores")),
             databases=run_databases(self.config),

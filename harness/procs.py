@@ -126,3 +126,21 @@ def tail(path: Path, lines: int = 40) -> str:
         return tail_text(path.read_text(errors="replace"), lines)
     except OSError:
         return ""
+
+
+def kill_strays() -> int:
+    """Kill processes of crashed runs: servers started from the env cache, and the harness's databases."""
+    markers = ("mlflow-compat/envs/", "mlflow-compat-pg-", "mlflow-compat-mariadb-")
+    killed = 0
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit() or int(proc_dir.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(m in cmdline for m in markers):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(proc_dir.name), signal.SIGKILL)
+                killed += 1
+    return killed

@@ -66,7 +66,7 @@ def test_matrix_end_to_end(tmp_path: Path, unresolvable_wheel: Path) -> None:
     results = tmp_path / "results"
     backends = ["--backend", "file", "--backend", "sqlite", "--backend", "mysql"]
     paths = ["--path", "1.30.1:2.22.5", "--path", f"{unresolvable_wheel}:2.22.5"]
-    proc = run_cli("run", "--results-dir", str(results), *backends, *paths, "-n", "2")
+    proc = run_cli("run", "--results-dir", str(results), "--runtime", "local", *backends, *paths, "-n", "2")
     assert proc.returncode == 3, proc.stdout + proc.stderr  # infrastructure errors only, no failure
     run_dir = (results / "latest").resolve()
     data = json.loads((run_dir / "results.json").read_text())
@@ -233,6 +233,8 @@ def test_users_own_server_with_a_password(tmp_path: Path, databases) -> None:
         "1.30.1:2.22.5",
         "--mysql-url",
         url,
+        "--runtime",
+        "local",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert set(server.databases()) == before, "only the run's own databases may come and go"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol
 
@@ -24,22 +25,31 @@ class RunningServer(Protocol):
 class Runtime(Protocol):
     name: str
 
+    def describe(self) -> dict[str, str]:
+        """What the report should say about where servers ran (images, for containers)."""
+        ...
+
     def start_server(self, env: Env, store: Store, log: Path) -> RunningServer:
         """Start a server of ``env``'s MLflow on ``store`` and return once /health answers.
         Raises harness.server.ServerStartError, classified."""
         ...
 
-    def mlflow(self, env: Env, args: list[str], log: Path, timeout: float) -> tuple[int | None, float]:
-        """Run `mlflow ARGS` from ``env``; returns (exit code or None on timeout, seconds)."""
+    def db_upgrade(self, env: Env, store: Store, log: Path, timeout: float) -> tuple[int | None, float]:
+        """`mlflow db upgrade` from ``env`` on ``store``; returns (exit code or None on timeout, seconds)."""
         ...
 
 
-def get_runtime(name: str) -> Runtime:
+def get_runtime(name: str, labels: dict[str, str] | None = None) -> Runtime:
+    """A runtime by name; ``labels`` name the run and cell on whatever it starts (containers)."""
     if name == "local":
         from harness.runtime.local import LocalRuntime
 
         return LocalRuntime()
+    if name == "docker":
+        from harness.runtime.docker import DockerRuntime
+
+        return DockerRuntime(labels or {}, base_image=os.environ.get("MLFLOW_COMPAT_BASE_IMAGE") or None)
     raise ValueError(f"unknown runtime {name!r}")
 
 
-RUNTIMES = ("local",)
+RUNTIMES = ("local", "docker", "auto")  # auto: docker when an engine answers, else local

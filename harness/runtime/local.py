@@ -33,6 +33,9 @@ class LocalServer:
 class LocalRuntime:
     name = "local"
 
+    def describe(self) -> dict[str, str]:
+        return {}
+
     def start_server(self, env: Env, store: Store, log: Path) -> LocalServer:
         last: ServerStartError | None = None
         for _ in range(PORT_ATTEMPTS):
@@ -85,5 +88,7 @@ class LocalRuntime:
             )
         return server
 
-    def mlflow(self, env: Env, args: list[str], log: Path, timeout: float) -> tuple[int | None, float]:
-        return procs.run([str(env.bin / "mlflow"), *args], env=env.environ(), log=log, timeout=timeout)
+    def db_upgrade(self, env: Env, store: Store, log: Path, timeout: float) -> tuple[int | None, float]:
+        return procs.run(
+            [str(env.bin / "mlflow"), "db", "upgrade", store.uri], env=env.environ(), log=log, timeout=timeout
+        )

@@ -1,0 +1,107 @@
+"""The docker runtime, for real: server images per MLflow version, databases in containers, isolation.
+
+Needs a Docker engine (CI starts one, see .ci/run) and images built by `nox -s images -- --bootstrap
+2.22.5 3.17.2` (built here on demand otherwise). Under CI these tests fail rather than skip without one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from harness import images
+from harness.backends import new_store
+from harness.clients import run_step
+from harness.envs import EnvCache
+from harness.runtime.docker import LABEL_RUN, MOUNT, DockerRuntime
+from harness.specs import parse_spec
+from tests.conftest import run_cli
+
+pytestmark = [pytest.mark.cell, pytest.mark.docker]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def engine() -> None:
+    if not images.engine_available():
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the Docker tests, but no Docker engine answers")
+        pytest.skip("no Docker engine answers on this machine")
+
+
+def our_containers(run_id: str) -> list[str]:
+    return [
+        c.name for c in images.client().containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"})
+    ]
+
+
+def test_docker_cells_swap_server_containers_across_the_upgrade(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    proc = run_cli("run", "--results-dir", str(results), "--runtime", "docker", "--backend", "postgres",
+                   "--backend", "mysql", "--path", "2.22.5:3.17.2", "-n", "2")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_dir = (results / "latest").resolve()
+    data = json.loads((run_dir / "results.json").read_text())
+    assert data["options"]["runtime"]["value"] == "docker"
+    resolved = data["options"]["resolved"]
+    assert "postgres_image" in resolved and "mysql_image" in resolved  # the images that really ran
+    for cell in data["cells"]:
+        assert cell["status"] == "pass", cell["summary"]
+        assert cell["runtime"] == "docker"
+        servers = cell["components"]["runtime"]
+        old, new = servers["server image 2.22.5"], servers["server image 3.17.2"]
+        assert old.startswith("mlflow-compat/mlflow:2.22.5-") and new.startswith(
+            "mlflow-compat/mlflow:3.17.2-"
+        )
+        assert set(cell["components"]["artifact_modes"].values()) == {"proxied, in container"}
+        upgrade = next(c for c in cell["checks"] if c["name"] == "db-upgrade")
+        assert upgrade["detail"].startswith("revision 0584bdc529eb -> dc11669786a5")
+    products = {c["backend"]: c["components"]["backend"]["product"] for c in data["cells"]}
+    assert products == {"postgres": "PostgreSQL", "mysql": "MariaDB"}
+    assert our_containers(run_dir.name) == [], "every container of the run is removed"
+
+
+def test_client_reaches_files_in_the_server_container_only_through_the_server(tmp_path: Path) -> None:
+    env = EnvCache().ensure(parse_spec("2.22.5"), tmp_path / "env.log")
+    store = new_store("sqlite", tmp_path / "store", servers={}, run_id="isolation", cell_slug="isolation")
+    runtime = DockerRuntime({LABEL_RUN: "isolation-test"})
+    server = runtime.start_server(env, store, tmp_path / "server.log")
+    try:
+        wrote = run_step(
+            env,
+            "quickstart",
+            ["write"],
+            tracking_uri=server.url,
+            out=tmp_path / "w.json",
+            log=tmp_path / "w.log",
+            workdir=tmp_path / "scratch",
+        )
+        assert wrote.ok, wrote.error
+        run_id = wrote.data["run_id"]
+        assert wrote.data["artifact_uri"].startswith("mlflow-artifacts:/")
+        # The artifact is on the server's filesystem, at a path that does not exist for the client ...
+        inside = f"{MOUNT}/artifacts/{wrote.data['experiment_id']}/{run_id}/artifacts/model_config.txt"
+        code, _ = server.container.exec_run(["test", "-f", inside])
+        assert code == 0, "the server stored the artifact in its own filesystem"
+        assert not Path(str(MOUNT)).exists(), "the client's machine has no such path"
+        assert not any((tmp_path / "scratch").rglob("model_config.txt")), "nothing was written client-side"
+        # ... and the client still gets its bytes, through the server.
+        runs = tmp_path / "runs.json"
+        runs.write_text(json.dumps([run_id]))
+        read = run_step(
+            env,
+            "quickstart",
+            ["read", "--runs", str(runs)],
+            tracking_uri=server.url,
+            out=tmp_path / "r.json",
+            log=tmp_path / "r.log",
+            workdir=tmp_path / "scratch",
+        )
+        assert read.ok, read.error
+        seen = read.data["runs"][run_id]["artifacts"]["model_config.txt"]
+        assert seen == wrote.data["written"]["artifacts"]["model_config.txt"]
+    finally:
+        server.stop()
+    assert our_containers("isolation-test") == []
