@@ -284,23 +284,12 @@ class Cell:
         with self.step(
             "write", phase, client=str(client.version), server=server.version, timing="client"
         ) as check:
-            stem = f"{phase}-write-{client.version}"
             tags = ["--tag", f"compat.writer={writer}", "--tag", f"compat.phase={phase}"]
-            outcome = run_step(
-                client,
-                SCENARIO,
-                ["write", *tags],
-                tracking_uri=server.url,
-                out=self.logs / f"{stem}.json",
-                log=self.logs / f"{stem}.log",
-                workdir=self.scratch,
+            data = self.client_step(
+                check, client, server, f"{phase}-write-{client.version}", ["write", *tags]
             )
-            check.logs = [f"logs/{stem}.log", f"logs/{stem}.json"]
-            if not outcome.ok:
-                check.status = Status.ERROR if outcome.infra else Status.FAIL
-                check.detail, check.excerpt = outcome.error, outcome.excerpt
+            if data is None:
                 return
-            data = outcome.data
             w = data["written"]
             self.written.append(
                 WrittenRun(
@@ -327,27 +316,29 @@ class Cell:
             stem = f"{phase}-{name}-{client.version}"
             ids = self.logs / f"{stem}-runs.json"
             ids.write_text(json.dumps([r.run_id for r in runs]))
-            outcome = run_step(
-                client,
-                SCENARIO,
-                ["read", "--runs", str(ids)],
-                tracking_uri=server.url,
-                out=self.logs / f"{stem}.json",
-                log=self.logs / f"{stem}.log",
-                workdir=self.scratch,
-            )
-            check.logs = [f"logs/{stem}.log", f"logs/{stem}.json"]
-            if not outcome.ok:
-                check.status = Status.ERROR if outcome.infra else Status.FAIL
-                check.detail, check.excerpt = outcome.error, outcome.excerpt
+            data = self.client_step(check, client, server, stem, ["read", "--runs", str(ids)])
+            if data is None:
                 return
-            diffs = compare_all(runs, outcome.data["runs"])
+            diffs = compare_all(runs, data["runs"])
             if diffs:
                 check.status = Status.FAIL
                 check.detail = f"{len(diffs)} difference(s) in {len(runs)} runs: " + "; ".join(diffs[:3])
                 check.excerpt = "\n".join(diffs)
             else:
                 check.detail = f"{len(runs)} runs read back intact (params, metrics, tags, artifact bytes)"
+
+    def client_step(
+        self, check: Check, client: Env, server: RunningServer, stem: str, args: list[str]
+    ) -> dict | None:
+        """Run one scenario step in a client process; on failure, classify it on ``check`` and return None."""
+        outcome = run_step(client, SCENARIO, args, tracking_uri=server.url, out=self.logs / f"{stem}.json",
+                           log=self.logs / f"{stem}.log", workdir=self.scratch)  # fmt: skip
+        check.logs = [f"logs/{stem}.log", f"logs/{stem}.json"]
+        if not outcome.ok:
+            check.status = Status.ERROR if outcome.infra else Status.FAIL
+            check.detail, check.excerpt = outcome.error, outcome.excerpt
+            return None
+        return outcome.data
 
     # -- servers ------------------------------------------------------------------------------------
     @contextmanager
