@@ -10,10 +10,8 @@ Debian base with debootstrap + `docker import`, and database images from Debian'
 from __future__ import annotations
 
 import hashlib
-import io
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +108,12 @@ def build(tag: str, dockerfile: str, context: Path | None = None) -> str:
     return tag
 
 
+def _run(cmd: list[str], what: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1800)
+    if proc.returncode != 0:
+        raise ImageError(f"{what} failed: {(proc.stderr or proc.stdout)[-2000:]}")
+
+
 # -- bootstrap (no registry) ------------------------------------------------------------------------
 def bootstrap_base(suite: str = "bookworm") -> str:
     """A minimal Debian image made with debootstrap and `docker import`: needs no registry."""
@@ -118,22 +122,12 @@ def bootstrap_base(suite: str = "bookworm") -> str:
             return BASE
         if shutil.which("debootstrap") is None:
             raise ImageError("debootstrap is not installed (apt-get install debootstrap)")
-        with tempfile.TemporaryDirectory(prefix="mlflow-compat-rootfs-") as rootfs:
-            proc = subprocess.run(
-                ["debootstrap", "--variant=minbase", suite, rootfs],
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=1800,
-            )
-            if proc.returncode != 0:
-                raise ImageError(f"debootstrap failed: {proc.stderr[-2000:]}")
-            buf = io.BytesIO()
-            with tarfile.open(fileobj=buf, mode="w") as tar:
-                tar.add(rootfs, arcname=".")
-            client().images.import_image(
-                src=buf.getvalue(), repository=BASE.split(":")[0], tag=BASE.split(":")[1]
-            )
+        with tempfile.TemporaryDirectory(prefix="mlflow-compat-rootfs-") as tmp:
+            rootfs, archive = Path(tmp) / "rootfs", Path(tmp) / "rootfs.tar"
+            _run(["debootstrap", "--variant=minbase", suite, str(rootfs)], "debootstrap")
+            _run(["tar", "-C", str(rootfs), "-cf", str(archive), "."], "packing the root filesystem")
+            repository, tag = BASE.split(":")
+            client().api.import_image_from_file(str(archive), repository=repository, tag=tag)
     return BASE
 
 
@@ -211,15 +205,8 @@ def server_image(env: Env, base: Choice) -> Choice:
         if have(tag):
             return Choice(tag, base.note)
         remote = [r for r in requirements.splitlines() if " @ file://" not in r]
-        proc = subprocess.run(
-            [str(env.interpreter), "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), *remote],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=1800,
-        )
-        if proc.returncode != 0:
-            raise ImageError(f"fetching wheels for MLflow {env.version} failed: {proc.stderr[-2000:]}")
+        pip_wheel = [str(env.interpreter), "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels)]
+        _run([*pip_wheel, *remote], f"fetching wheels for MLflow {env.version}")
         context = Path(tempfile.mkdtemp(prefix="mlflow-compat-ctx-"))
         try:
             shutil.copytree(wheels, context / "wheels")
