@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+import docker.errors
 import pytest
 
 from harness import __version__, databases, images, index, procs, pythons
@@ -29,8 +30,15 @@ from harness.plan import CellPlan, default_matrix, default_paths, dump_plan, pla
 from harness.plugin import PLAN_FILE, SELECTED_FILE
 from harness.report import collect, write_reports
 from harness.results import ExitCode, RunResult
-from harness.runtime import RUNTIMES
-from harness.runtime.docker import LABEL_RUN, remove_containers
+from harness.runtime import NETWORK_ENV, RUNTIMES
+from harness.runtime.docker import (
+    LABEL_RUN,
+    create_network,
+    database_container,
+    has_bridge,
+    remove_containers,
+    remove_networks,
+)
 from harness.specs import Spec, SpecError, SpecKind, parse_path, parse_spec
 
 
@@ -71,7 +79,8 @@ class RunOptions:
         for name, opt in vars(self).items():
             if name == "images":
                 for what, o in opt.items():
-                    out[f"{what}_image"] = {"value": o.value or "default", "source": o.source}
+                    key = "docker_network" if what == "network" else f"{what}_image"
+                    out[key] = {"value": o.value or "default", "source": o.source}
             elif name == "database_urls":
                 for backend, o in opt.items():
                     value = databases.redact(str(o.value)) if o.value else "a local server started by the run"
@@ -117,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime",
         choices=RUNTIMES,
         help="where servers and databases run (default: auto = docker when an engine answers)",
+    )
+    run.add_argument(
+        "--docker-network",
+        choices=("auto", "host", "bridge"),
+        help="docker runtime networking (default: auto = bridge when the daemon has one)",
     )
     run.add_argument(
         "--base-image",
@@ -210,7 +224,10 @@ def parse_run_options(args: argparse.Namespace) -> RunOptions:
     runtime = _opt(args.runtime, "MLFLOW_COMPAT_RUNTIME", "auto")
     if runtime.value not in RUNTIMES:
         raise BadInput(f"unknown runtime {runtime.value!r} (choose from {', '.join(RUNTIMES)})")
-    image_opts = {"base": _opt(args.base_image, "MLFLOW_COMPAT_BASE_IMAGE", None)}
+    image_opts = {
+        "base": _opt(args.base_image, "MLFLOW_COMPAT_BASE_IMAGE", None),
+        "network": _opt(args.docker_network, "MLFLOW_COMPAT_DOCKER_NETWORK", "auto"),
+    }
     for backend in DATABASE_BACKENDS:
         image_opts[backend] = _opt(
             getattr(args, f"{backend}_image"), f"MLFLOW_COMPAT_{backend.upper()}_IMAGE", None
@@ -258,6 +275,15 @@ def resolve(opts: RunOptions) -> None:
             opts.runtime.value = "docker" if engine else "local"
     if opts.images["base"].value:
         os.environ["MLFLOW_COMPAT_BASE_IMAGE"] = opts.images["base"].value
+    if opts.runtime.value == "docker":
+        network, bridge = opts.images["network"], has_bridge()
+        if network.value == "bridge" and not bridge:
+            raise BadInput(
+                "--docker-network bridge: this Docker engine has no bridge network (--bridge=none?)"
+            )
+        if network.value == "auto":
+            network.value = "bridge" if bridge else "host"
+            opts.resolved["docker_network"] = network.value
     specs = [s for p in opts.paths.value for s in p] + list(opts.clients.value or ())
     releases = [s for s in specs if s.kind in (SpecKind.RELEASE, SpecKind.LATEST)]
     if not releases:
@@ -357,6 +383,10 @@ def start_databases(opts: RunOptions, backends: set[str], run_id: str) -> list[d
     runtime), published to the cells (the pytest workers) as a URL in the environment. A server that
     cannot start makes only that backend's cells `error`."""
     started = []
+    os.environ.pop(NETWORK_ENV, None)
+    bridge = None
+    if opts.runtime.value == "docker" and opts.images["network"].value == "bridge":
+        bridge = os.environ[NETWORK_ENV] = create_network(run_id)
     for backend in sorted(backends & set(DATABASE_BACKENDS)):
         var, given = databases.URL_ENV[backend], opts.database_urls[backend].value
         os.environ.pop(UNAVAILABLE_ENV.format(backend=backend.upper()), None)
@@ -368,10 +398,11 @@ def start_databases(opts: RunOptions, backends: set[str], run_id: str) -> list[d
             if opts.runtime.value == "docker":
                 choice = images.database_image(backend, opts.images[backend].value)
                 opts.resolved[f"{backend}_image"] = f"{choice.image} ({choice.note})"
-                server = databases.start_container(backend, choice.image, {LABEL_RUN: run_id})
+                name = database_container(run_id, backend) if bridge else None
+                server = databases.start_container(backend, choice.image, {LABEL_RUN: run_id}, bridge, name)
             else:
                 server = databases.start_local(backend)
-        except (databases.DatabaseError, images.ImageError) as exc:
+        except (databases.DatabaseError, images.ImageError, docker.errors.DockerException) as exc:
             os.environ.pop(var, None)
             os.environ[UNAVAILABLE_ENV.format(backend=backend.upper())] = (
                 f"the local server did not start: {exc}"
@@ -410,6 +441,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             server.close()
         if opts.runtime.value == "docker":
             remove_containers(run_dir.name)  # whatever a crashed or interrupted cell left behind
+            remove_networks(run_dir.name)
     interrupted = interrupted or code == pytest.ExitCode.INTERRUPTED
     run = collect(
         run_dir,
@@ -481,7 +513,10 @@ def cmd_clean(_args: argparse.Namespace) -> int:
     import glob
     import tempfile
 
-    removed = remove_containers() if images.engine_available() else 0
+    removed = 0
+    if images.engine_available():
+        removed = remove_containers()
+        remove_networks()
     dirs = glob.glob(os.path.join(tempfile.gettempdir(), "mlflow-compat-*"))
     for path in dirs:
         shutil.rmtree(path, ignore_errors=True)

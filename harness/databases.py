@@ -445,15 +445,20 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # the reaper imag
 
 
 class _Container:
-    """A database server in a container (testcontainers), host networking on a free 127.0.0.1 port."""
+    """A database server in a container (testcontainers). With host networking it listens on a free
+    127.0.0.1 port; on a bridge network it listens on its default port under its container ``name`` (how
+    server containers reach it) and is published on a free 127.0.0.1 port (how the harness reaches it)."""
 
     image: str
+    default_port: ClassVar[int]
     container: Any = None
 
-    def container_spec(self, port: int, ours: bool) -> tuple[dict[str, str], list[str]]:
+    def container_spec(self, port: int, ours: bool, bind: str) -> tuple[dict[str, str], list[str]]:
         raise NotImplementedError
 
-    def boot(self, image: str, labels: dict[str, str]) -> int:
+    def boot(
+        self, image: str, labels: dict[str, str], network: str | None = None, name: str | None = None
+    ) -> int:
         from testcontainers.core.container import DockerContainer
 
         from harness import images
@@ -461,8 +466,17 @@ class _Container:
         ours = images.client().images.get(image).labels.get("mlflow-compat.image") is not None
         for _ in range(3):
             port = procs.free_port(HOST)
-            env, command = self.container_spec(port, ours)
-            container = DockerContainer(image).with_kwargs(network_mode="host", labels=labels)
+            if network is None:
+                env, command = self.container_spec(port, ours, HOST)
+                kwargs: dict[str, Any] = {"network_mode": "host", "labels": labels}
+            else:
+                env, command = self.container_spec(self.default_port, ours, "0.0.0.0")
+                kwargs = {"network": network, "labels": labels}
+            container = DockerContainer(image).with_kwargs(**kwargs)
+            if network is not None:
+                container = container.with_name(name)
+                # Published on loopback only; testcontainers' with_bind_ports cannot say which address.
+                container.ports[f"{self.default_port}/tcp"] = (HOST, port)
             for key, value in env.items():
                 container = container.with_env(key, value)
             if command:
@@ -501,23 +515,27 @@ def _wait_sql(server: Any, port: int) -> bool:
 
 
 class DockerPostgres(_Container, Postgres):
-    def __init__(self, image: str, labels: dict[str, str]) -> None:
+    default_port = 5432
+
+    def __init__(
+        self, image: str, labels: dict[str, str], network: str | None = None, name: str | None = None
+    ):
         self.image = image
-        port = self.boot(image, labels)
+        port = self.boot(image, labels, network, name)
         Postgres.__init__(self, self.probe_url(port))
 
     def probe_url(self, port: int) -> URL:
         return URL.create(self.scheme, username="postgres", host=HOST, port=port, database="postgres")
 
-    def container_spec(self, port: int, ours: bool) -> tuple[dict[str, str], list[str]]:
+    def container_spec(self, port: int, ours: bool, bind: str) -> tuple[dict[str, str], list[str]]:
         if ours:
-            return {"PGPORT": str(port), "PGLISTEN": HOST}, []
+            return {"PGPORT": str(port), "PGLISTEN": bind}, []
         return {"POSTGRES_HOST_AUTH_METHOD": "trust"}, [
             "postgres",
             "-p",
             str(port),
             "-c",
-            f"listen_addresses={HOST}",
+            f"listen_addresses={bind}",
         ]
 
     def close(self) -> None:
@@ -526,20 +544,24 @@ class DockerPostgres(_Container, Postgres):
 
 
 class DockerMySQL(_Container, MySQL):
-    def __init__(self, image: str, labels: dict[str, str]) -> None:
+    default_port = 3306
+
+    def __init__(
+        self, image: str, labels: dict[str, str], network: str | None = None, name: str | None = None
+    ):
         self.image = image
-        port = self.boot(image, labels)
+        port = self.boot(image, labels, network, name)
         MySQL.__init__(self, self.probe_url(port))
 
     def probe_url(self, port: int) -> URL:
         return URL.create(self.scheme, username="root", host=HOST, port=port)
 
-    def container_spec(self, port: int, ours: bool) -> tuple[dict[str, str], list[str]]:
+    def container_spec(self, port: int, ours: bool, bind: str) -> tuple[dict[str, str], list[str]]:
         if ours:
-            return {"MARIADB_PORT": str(port), "MARIADB_BIND": HOST}, []
+            return {"MARIADB_PORT": str(port), "MARIADB_BIND": bind}, []
         return {"MYSQL_ALLOW_EMPTY_PASSWORD": "yes", "MYSQL_ROOT_HOST": "%"}, [
             f"--port={port}",
-            f"--bind-address={HOST}",
+            f"--bind-address={bind}",
         ]
 
     def close(self) -> None:
@@ -547,6 +569,9 @@ class DockerMySQL(_Container, MySQL):
         self.shutdown()
 
 
-def start_container(backend: str, image: str, labels: dict[str, str]) -> DatabaseServer:
+def start_container(
+    backend: str, image: str, labels: dict[str, str], network: str | None = None, name: str | None = None
+) -> DatabaseServer:
+    """A database container: host networking when ``network`` is None, else on that bridge network."""
     cls: type[DockerPostgres | DockerMySQL] = DockerPostgres if backend == "postgres" else DockerMySQL
-    return cls(image, labels)
+    return cls(image, labels, network, name)

@@ -132,12 +132,14 @@ def bootstrap_base(suite: str = "bookworm") -> str:
 
 
 def bootstrap_python() -> str:
-    return build(PYTHON, _render("python", base=bootstrap_base(), python="3.11"))
+    dockerfile = _render("python", base=bootstrap_base(), python="3.11")
+    return build(f"{PYTHON}-{_digest(dockerfile)}", dockerfile)
 
 
 def bootstrap_database(backend: str) -> str:
     template = {"postgres": "postgres", "mysql": "mariadb"}[backend]
-    return build(DB_IMAGES[backend], _render(template, base=bootstrap_base()))
+    dockerfile = _render(template, base=bootstrap_base())
+    return build(f"{DB_IMAGES[backend]}-{_digest(dockerfile)}", dockerfile)
 
 
 # -- choosing what runs ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from harness import images
 from harness.backends import new_store
 from harness.clients import run_step
 from harness.envs import EnvCache
-from harness.runtime.docker import LABEL_RUN, MOUNT, DockerRuntime
+from harness.runtime.docker import LABEL_RUN, MOUNT, DockerRuntime, has_bridge
 from harness.specs import parse_spec
 from tests.conftest import run_cli
 
@@ -37,10 +37,18 @@ def our_containers(run_id: str) -> list[str]:
     ]
 
 
-def test_docker_cells_swap_server_containers_across_the_upgrade(tmp_path: Path) -> None:
+@pytest.mark.parametrize("network", ["host", "bridge"])
+def test_docker_cells_swap_server_containers_across_the_upgrade(tmp_path: Path, network: str) -> None:
+    """A 2.x -> 3.x server upgrade on Dockerised PostgreSQL and MariaDB, with host networking (as on a daemon
+    without a bridge) and on a bridge network with published ports (the usual daemon)."""
+    if network == "bridge" and not has_bridge():
+        if os.environ.get("CI"):
+            pytest.fail("CI must test bridge networking, but this engine has no bridge network")
+        pytest.skip("this Docker engine has no bridge network")
     results = tmp_path / "results"
-    proc = run_cli("run", "--results-dir", str(results), "--runtime", "docker", "--backend", "postgres",
-                   "--backend", "mysql", "--path", "2.22.5:3.17.2", "-n", "2")  # fmt: skip
+    proc = run_cli("run", "--results-dir", str(results), "--runtime", "docker", "--docker-network",
+                   network, "--backend", "postgres", "--backend", "mysql", "--path", "2.22.5:3.17.2",
+                   "-n", "2")  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = (results / "latest").resolve()
     data = json.loads((run_dir / "results.json").read_text())
@@ -56,11 +64,15 @@ def test_docker_cells_swap_server_containers_across_the_upgrade(tmp_path: Path) 
             "mlflow-compat/mlflow:3.17.2-"
         )
         assert set(cell["components"]["artifact_modes"].values()) == {"proxied, in container"}
+        assert servers["network"].startswith(
+            "bridge network mlflow-compat-" if network == "bridge" else "host"
+        )
         upgrade = next(c for c in cell["checks"] if c["name"] == "db-upgrade")
         assert upgrade["detail"].startswith("revision 0584bdc529eb -> dc11669786a5")
     products = {c["backend"]: c["components"]["backend"]["product"] for c in data["cells"]}
     assert products == {"postgres": "PostgreSQL", "mysql": "MariaDB"}
     assert our_containers(run_dir.name) == [], "every container of the run is removed"
+    assert not images.client().networks.list(filters={"label": f"{LABEL_RUN}={run_dir.name}"})
 
 
 def test_client_reaches_files_in_the_server_container_only_through_the_server(tmp_path: Path) -> None:

@@ -48,8 +48,13 @@ def get_runtime(name: str, labels: dict[str, str] | None = None) -> Runtime:
     if name == "docker":
         from harness.runtime.docker import DockerRuntime
 
-        return DockerRuntime(labels or {}, base_image=os.environ.get("MLFLOW_COMPAT_BASE_IMAGE") or None)
+        return DockerRuntime(
+            labels or {},
+            base_image=os.environ.get("MLFLOW_COMPAT_BASE_IMAGE") or None,
+            network=os.environ.get(NETWORK_ENV) or "host",
+        )
     raise ValueError(f"unknown runtime {name!r}")
 
 
+NETWORK_ENV = "MLFLOW_COMPAT_DOCKER_NETWORK_NAME"  # the run's bridge network, published to the workers
 RUNTIMES = ("local", "docker", "auto")  # auto: docker when an engine answers, else local

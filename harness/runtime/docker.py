@@ -15,9 +15,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import docker.errors
+from sqlalchemy.engine import make_url
 
 from harness import images, procs
-from harness.backends import FileStore, Store
+from harness.backends import DatabaseStore, FileStore, Store
 from harness.envs import Env
 from harness.server import ServerStartError, StartFailure, classify_exit, launch, wait_healthy
 
@@ -25,6 +26,8 @@ HOST = "127.0.0.1"
 MOUNT = PurePosixPath("/mlflow-compat/store")
 LABEL_RUN = "mlflow-compat.run"
 LABEL_CELL = "mlflow-compat.cell"
+SERVER_PORT = 5000  # inside a container on a bridge network
+DB_PORTS = {"postgres": 5432, "mysql": 3306}  # database containers on a bridge network listen on these
 
 
 @dataclass
@@ -64,15 +67,28 @@ def _finish(container: Any, log: Path) -> int | None:
 
 
 class DockerRuntime:
+    """``network`` is "host" (the daemon may have no bridge: ports chosen on 127.0.0.1) or the name of the
+    run's bridge network (servers listen on SERVER_PORT inside and are published on a free 127.0.0.1 port;
+    databases are reached by container name)."""
+
     name = "docker"
 
-    def __init__(self, labels: dict[str, str], base_image: str | None = None) -> None:
+    def __init__(self, labels: dict[str, str], base_image: str | None = None, network: str = "host") -> None:
         self.labels = labels
         self.base_image = base_image
+        self.network = network
         self.images_used: dict[str, str] = {}
 
+    @property
+    def bridged(self) -> bool:
+        return self.network != "host"
+
     def describe(self) -> dict[str, str]:
-        return {f"server image {v}": image for v, image in self.images_used.items()}
+        facts = {f"server image {v}": image for v, image in self.images_used.items()}
+        facts["network"] = (
+            f"bridge network {self.network}, published ports" if self.bridged else "host network"
+        )
+        return facts
 
     def image_for(self, env: Env) -> str:
         minor = ".".join(env.python.split(".")[:2])
@@ -80,12 +96,31 @@ class DockerRuntime:
         self.images_used[str(env.version)] = f"{choice.image} ({choice.note})"
         return choice.image
 
-    def _run(self, env: Env, store: Store, command: list[str], environment: dict[str, str]) -> Any:
-        return images.client().containers.run(
-            self.image_for(env), command=command, environment=environment, network_mode="host",
-            volumes={str(store.workdir): {"bind": str(MOUNT), "mode": "rw"}}, labels=self.labels, detach=True,
-            init=True,  # mlflow as PID 1 would ignore SIGTERM: every stop would take the full timeout
-        )  # fmt: skip
+    def store_uri(self, store: Store) -> str:
+        """The store as a server container sees it: through the bind mount, and the database by name."""
+        uri = store.uri_at(Path(MOUNT))
+        if self.bridged and isinstance(store, DatabaseStore):
+            url = make_url(uri)
+            backend = store.backend
+            uri = url.set(host=database_container(self.labels[LABEL_RUN], backend),
+                          port=DB_PORTS[backend]).render_as_string(hide_password=False)  # fmt: skip
+        return uri
+
+    def _run(self, env: Env, store: Store, command: list[str], environment: dict[str, str],
+             publish: int | None = None) -> Any:  # fmt: skip
+        network: dict[str, Any] = {"network": self.network} if self.bridged else {"network_mode": "host"}
+        if publish is not None:
+            network["ports"] = {f"{SERVER_PORT}/tcp": (HOST, publish)}
+        try:
+            return images.client().containers.run(
+                self.image_for(env), command=command, environment=environment, **network, detach=True,
+                volumes={str(store.workdir): {"bind": str(MOUNT), "mode": "rw"}}, labels=self.labels,
+                init=True,  # mlflow as PID 1 would ignore SIGTERM: every stop would take the full timeout
+            )  # fmt: skip
+        except docker.errors.APIError as exc:
+            if "port is already allocated" in str(exc) or "address already in use" in str(exc):
+                raise ServerStartError(StartFailure.PORT_TAKEN, str(exc)) from exc
+            raise
 
     def start_server(self, env: Env, store: Store, log: Path) -> DockerServer:
         for attempt in range(3):
@@ -98,26 +133,21 @@ class DockerRuntime:
 
     def _start_once(self, env: Env, store: Store, log: Path) -> DockerServer:
         port = procs.free_port(HOST)
+        inside_host, inside_port = ("0.0.0.0", SERVER_PORT) if self.bridged else (HOST, port)
         plan = launch(
-            env.version,
-            store_uri=store.uri_at(Path(MOUNT)),
-            artifacts_dir=str(MOUNT / "artifacts"),
-            host=HOST,
-            port=port,
-            file_store=isinstance(store, FileStore),
-        )
+            env.version, store_uri=self.store_uri(store), artifacts_dir=str(MOUNT / "artifacts"),
+            host=inside_host, port=inside_port, file_store=isinstance(store, FileStore),
+        )  # fmt: skip
+        args = procs.redact(" ".join(plan.args))
         image = self.image_for(env)
         with log.open("a") as fh:
-            fh.write(f"$ docker run --network host {image} mlflow {procs.redact(' '.join(plan.args))}\n")
-        container = self._run(env, store, ["mlflow", *plan.args], plan.env)
-        server = DockerServer(
-            url=f"http://{HOST}:{port}",
-            version=str(env.version),
-            artifact_mode=f"{plan.artifact_mode}, in container",
-            log=log,
-            image=image,
-            container=container,
+            fh.write(f"$ docker run ({self.describe()['network']}) {image} mlflow {args}\n")
+        container = self._run(
+            env, store, ["mlflow", *plan.args], plan.env, publish=port if self.bridged else None
         )
+        server = DockerServer(url=f"http://{HOST}:{port}", version=str(env.version),
+                              artifact_mode=f"{plan.artifact_mode}, in container", log=log, image=image,
+                              container=container)  # fmt: skip
         try:
             wait_healthy(server.url, exited=lambda: not server.alive())
         except ServerStartError:
@@ -128,18 +158,15 @@ class DockerRuntime:
             code = server.stop()
             text = log.read_bytes()[offset:].decode(errors="replace")
             kind, line = classify_exit(text)
-            raise ServerStartError(
-                kind, f"server {env.version} exited with code {code}: {line}", excerpt=procs.tail_text(text)
-            )
+            raise ServerStartError(kind, f"server {env.version} exited with code {code}: {line}",
+                                   excerpt=procs.tail_text(text))  # fmt: skip
         return server
 
     def db_upgrade(self, env: Env, store: Store, log: Path, timeout: float) -> tuple[int | None, float]:
         started = time.monotonic()
-        uri = store.uri_at(Path(MOUNT))
+        uri = self.store_uri(store)
         with log.open("a") as fh:
-            fh.write(
-                f"$ docker run --network host {self.image_for(env)} mlflow db upgrade {procs.redact(uri)}\n"
-            )
+            fh.write(f"$ docker run {self.image_for(env)} mlflow db upgrade {procs.redact(uri)}\n")
         container = self._run(env, store, ["mlflow", "db", "upgrade", uri], {})
         try:
             code = container.wait(timeout=timeout).get("StatusCode")
@@ -147,6 +174,35 @@ class DockerRuntime:
             code = None
         _finish(container, log)
         return code, time.monotonic() - started
+
+
+def database_container(run_id: str, backend: str) -> str:
+    """The container name of a run's database server: how server containers reach it on a bridge network."""
+    return f"mlflow-compat-{run_id}-{backend}"
+
+
+def network_name(run_id: str) -> str:
+    return f"mlflow-compat-{run_id}"
+
+
+def has_bridge() -> bool:
+    """Whether the engine has a bridge network (a daemon started with --bridge=none has not)."""
+    return bool(images.client().networks.list(names=["bridge"]))
+
+
+def create_network(run_id: str) -> str:
+    name = network_name(run_id)
+    images.client().networks.create(name, driver="bridge", labels={LABEL_RUN: run_id})
+    return name
+
+
+def remove_networks(run_id: str | None = None) -> int:
+    label = f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN
+    networks = images.client().networks.list(filters={"label": label})
+    for network in networks:
+        with contextlib.suppress(docker.errors.APIError):
+            network.remove()
+    return len(networks)
 
 
 def remove_containers(run_id: str | None = None) -> int:
