@@ -248,6 +248,21 @@ class _Local:
     proc: subprocess.Popen[bytes] | None = None
     prefix: tuple[str, ...] = ()  # runs the server's programs as another user where needed
 
+    def __init__(self, root: Path | None = None) -> None:
+        port = self.boot(root)
+        try:
+            super().__init__(self.admin_url_for(port))  # type: ignore[call-arg] - the product class
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def close(self) -> None:
+        self.dispose()  # type: ignore[attr-defined]
+        self.shutdown()
+
+    def admin_url_for(self, port: int) -> URL:
+        raise NotImplementedError
+
     def init_command(self, data: Path) -> list[str]:
         raise NotImplementedError
 
@@ -303,14 +318,10 @@ class LocalPostgres(_Local, Postgres):
 
     def __init__(self, root: Path | None = None) -> None:
         self.prefix = tuple(_as_unprivileged())
-        port = self.boot(root)
-        try:
-            Postgres.__init__(
-                self, URL.create(self.scheme, username="postgres", host=HOST, port=port, database="postgres")
-            )
-        except BaseException:
-            self.shutdown()
-            raise
+        super().__init__(root)
+
+    def admin_url_for(self, port: int) -> URL:
+        return URL.create(self.scheme, username="postgres", host=HOST, port=port, database="postgres")
 
     def init_command(self, data: Path) -> list[str]:
         return [
@@ -346,23 +357,14 @@ class LocalPostgres(_Local, Postgres):
     def stop_command(self, data: Path) -> list[str]:
         return [_pg_tool("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "20", "stop"]
 
-    def close(self) -> None:
-        self.dispose()
-        self.shutdown()
-
 
 class LocalMariaDB(_Local, MySQL):
     """MariaDB (or a real mysqld, where installed), passwordless root over TCP."""
 
     name = "mariadb"
 
-    def __init__(self, root: Path | None = None) -> None:
-        port = self.boot(root)
-        try:
-            MySQL.__init__(self, URL.create(self.scheme, username="root", host=HOST, port=port))
-        except BaseException:
-            self.shutdown()
-            raise
+    def admin_url_for(self, port: int) -> URL:
+        return URL.create(self.scheme, username="root", host=HOST, port=port)
 
     def init_command(self, data: Path) -> list[str]:
         return [
@@ -387,10 +389,6 @@ class LocalMariaDB(_Local, MySQL):
             "--innodb-flush-log-at-trx-commit=0",
             "--max-connections=300",
         ]
-
-    def close(self) -> None:
-        self.dispose()
-        self.shutdown()
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> bool:
@@ -452,6 +450,20 @@ class _Container:
     image: str
     default_port: ClassVar[int]
     container: Any = None
+
+    def __init__(
+        self, image: str, labels: dict[str, str], network: str | None = None, name: str | None = None
+    ):
+        self.image = image
+        port = self.boot(image, labels, network, name)
+        super().__init__(self.probe_url(port))  # type: ignore[call-arg] - the product class (Postgres, MySQL)
+
+    def probe_url(self, port: int) -> URL:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.dispose()  # type: ignore[attr-defined]
+        self.shutdown()
 
     def container_spec(self, port: int, ours: bool, bind: str) -> tuple[dict[str, str], list[str]]:
         raise NotImplementedError
@@ -517,13 +529,6 @@ def _wait_sql(server: Any, port: int) -> bool:
 class DockerPostgres(_Container, Postgres):
     default_port = 5432
 
-    def __init__(
-        self, image: str, labels: dict[str, str], network: str | None = None, name: str | None = None
-    ):
-        self.image = image
-        port = self.boot(image, labels, network, name)
-        Postgres.__init__(self, self.probe_url(port))
-
     def probe_url(self, port: int) -> URL:
         return URL.create(self.scheme, username="postgres", host=HOST, port=port, database="postgres")
 
@@ -538,20 +543,9 @@ class DockerPostgres(_Container, Postgres):
             f"listen_addresses={bind}",
         ]
 
-    def close(self) -> None:
-        self.dispose()
-        self.shutdown()
-
 
 class DockerMySQL(_Container, MySQL):
     default_port = 3306
-
-    def __init__(
-        self, image: str, labels: dict[str, str], network: str | None = None, name: str | None = None
-    ):
-        self.image = image
-        port = self.boot(image, labels, network, name)
-        MySQL.__init__(self, self.probe_url(port))
 
     def probe_url(self, port: int) -> URL:
         return URL.create(self.scheme, username="root", host=HOST, port=port)
@@ -563,10 +557,6 @@ class DockerMySQL(_Container, MySQL):
             f"--port={port}",
             f"--bind-address={bind}",
         ]
-
-    def close(self) -> None:
-        self.dispose()
-        self.shutdown()
 
 
 def start_container(
