@@ -100,7 +100,10 @@ class DatabaseServer(ABC):
 
     # -- backups ------------------------------------------------------------------------------
     def _tool_env(self) -> dict[str, str]:
+        """The dump tools' environment: the password goes there, never onto a command line."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MYSQL"))}
+        if self.admin_url.password:
+            env[self.password_env] = str(self.admin_url.password)
         return env
 
     def _run_tool(
@@ -138,6 +141,7 @@ class DatabaseServer(ABC):
 
     product_name: ClassVar[str]
     list_sql: ClassVar[str]
+    password_env: ClassVar[str]  # how the product's command-line tools take a password
 
     @staticmethod
     def quote(name: str) -> str:
@@ -155,12 +159,7 @@ class Postgres(DatabaseServer):
     scheme = "postgresql+psycopg2"  # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3
     product_name = "PostgreSQL"
     list_sql = "SELECT datname FROM pg_database"
-
-    def _tool_env(self) -> dict[str, str]:
-        env = super()._tool_env()
-        if self.admin_url.password:
-            env["PGPASSWORD"] = str(self.admin_url.password)
-        return env
+    password_env = "PGPASSWORD"
 
     def _conn_args(self, database: str) -> list[str]:
         u = self.admin_url
@@ -200,12 +199,7 @@ class MySQL(DatabaseServer):
     scheme = "mysql+pymysql"
     product_name = "MySQL"
     list_sql = "SHOW DATABASES"
-
-    def _tool_env(self) -> dict[str, str]:
-        env = super()._tool_env()
-        if self.admin_url.password:
-            env["MYSQL_PWD"] = str(self.admin_url.password)
-        return env
+    password_env = "MYSQL_PWD"
 
     def _conn_args(self) -> list[str]:
         u = self.admin_url
