@@ -77,7 +77,10 @@ class DockerRuntime:
         self.labels = labels
         self.base_image = base_image
         self.network = network
-        self.images_used: dict[str, str] = {}
+        self.images_used: dict[str, str] = {}  # version -> "image (why this one)", for the report
+        self._images: dict[
+            Path, str
+        ] = {}  # env -> image: freezing an env and asking the engine once is enough
 
     @property
     def bridged(self) -> bool:
@@ -91,10 +94,12 @@ class DockerRuntime:
         return facts
 
     def image_for(self, env: Env) -> str:
-        minor = ".".join(env.python.split(".")[:2])
-        choice = images.server_image(env, images.python_base(minor, self.base_image))
-        self.images_used[str(env.version)] = f"{choice.image} ({choice.note})"
-        return choice.image
+        if env.path not in self._images:
+            minor = ".".join(env.python.split(".")[:2])
+            choice = images.server_image(env, images.python_base(minor, self.base_image))
+            self.images_used[str(env.version)] = f"{choice.image} ({choice.note})"
+            self._images[env.path] = choice.image
+        return self._images[env.path]
 
     def store_uri(self, store: Store) -> str:
         """The store as a server container sees it: through the bind mount, and the database by name."""
