@@ -198,8 +198,8 @@ class Cell:
                 check.status = Status.SKIP
                 check.detail = "the file store has no schema: `mlflow db upgrade` does not apply"
                 return backup
-            before = store.schema_revision()
             rows_before = integrity.snapshot(store.sqlalchemy_url)
+            before = rows_before.revision
             self.hook("before-db-upgrade", store)
             log = self.logs / f"{phase}-db-upgrade-{env.version}.log"
             check.logs = [self.rel(log)]

@@ -11,6 +11,7 @@ from importlib import resources
 from typing import Any
 
 from harness.specs import Spec, parse_path, parse_spec
+from harness.versions import MlflowVersion
 
 
 @functools.cache
@@ -57,8 +58,6 @@ class CellPlan:
         def spec(raw: str) -> Spec:
             parsed = parse_spec(raw)
             if parsed.version is None:  # `latest`, pinned to what the controller resolved
-                from harness.versions import MlflowVersion
-
                 parsed = parsed.resolved(MlflowVersion.parse(versions[raw]))
             return parsed
 
