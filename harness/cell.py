@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 import traceback
 from collections import defaultdict
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import integrity, procs
+from harness import integrity, owner, procs
 from harness.backends import Store, StoreError, new_store
 from harness.clients import run_step
 from harness.databases import DatabaseServer
@@ -151,7 +150,7 @@ class Cell:
 
     @contextmanager
     def fresh_store(self) -> Iterator[Store]:
-        workdir = Path(tempfile.mkdtemp(prefix=f"mlflow-compat-{self.plan.slug}-", dir=self.ctx.work_root))
+        workdir = owner.mkdtemp(f"mlflow-compat-{self.plan.slug}-", self.ctx.work_root)
         try:
             store = new_store(
                 self.plan.backend,

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import docker.errors
 import pytest
 
-from harness import __version__, databases, images, index, procs, pythons
+from harness import __version__, databases, images, index, owner, procs, pythons
 from harness.backends import DATABASE_BACKENDS, UNAVAILABLE_ENV, backend_names
 from harness.plan import CellPlan, default_matrix, default_paths, dump_plan, plan_cells
 from harness.plugin import PLAN_FILE, SELECTED_FILE
@@ -426,6 +426,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = parse_run_options(args)
     resolve(opts)
     cells = plan(opts)
+    owner.claim()  # everything this run starts from here on is this process's, for `clean` to judge
     run_dir = prepare(opts, cells)
     cells = select(opts, run_dir, cells)
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -509,18 +510,22 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(_args: argparse.Namespace) -> int:
-    """Leftovers of runs that were killed before they could clean up (SIGKILL, a crashed machine)."""
-    import glob
+    """Leftovers of runs that were killed before they could clean up (SIGKILL, a crashed machine). Only
+    what belongs to a run whose controller is gone is touched: running it beside a live run is safe."""
     import tempfile
 
+    killed = procs.kill_strays()
     removed = 0
     if images.engine_available():
         removed = remove_containers()
         remove_networks()
-    dirs = glob.glob(os.path.join(tempfile.gettempdir(), "mlflow-compat-*"))
+    dirs = [
+        path
+        for path in Path(tempfile.gettempdir()).glob("mlflow-compat-*")
+        if (found := owner.of_dir(path)) is not None and not owner.alive(found)
+    ]
     for path in dirs:
         shutil.rmtree(path, ignore_errors=True)
-    killed = procs.kill_strays()
     print(f"removed {removed} containers, {len(dirs)} temp directories, {killed} stray processes")
     return 0
 

@@ -16,7 +16,6 @@ import pwd
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from harness import procs
+from harness import owner, procs
 from harness.procs import redact
 
 HOST = "127.0.0.1"
@@ -269,7 +268,7 @@ class _Local:
 
     def boot(self, root: Path | None) -> int:
         """Initialise a data directory, start the server on a free port (retrying a taken one); the port."""
-        self.dir = Path(tempfile.mkdtemp(prefix=f"mlflow-compat-{self.name}-", dir=root))
+        self.dir = owner.mkdtemp(f"mlflow-compat-{self.name}-", root)
         self.log = self.dir / f"{self.name}.log"
         data = self.dir / "data"
         if self.prefix:
@@ -470,6 +469,7 @@ class _Container:
         from harness import images
 
         ours = images.client().images.get(image).labels.get("mlflow-compat.image") is not None
+        labels = {**labels, owner.LABEL: owner.token()}
         for _ in range(3):
             port = procs.free_port(HOST)
             if network is None:

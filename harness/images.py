@@ -22,6 +22,7 @@ import uv
 from filelock import FileLock
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from harness import owner
 from harness.envs import Env
 from harness.paths import cache_root
 
@@ -90,6 +91,7 @@ def build(tag: str, dockerfile: str, context: Path | None = None) -> str:
             return tag
         with tempfile.TemporaryDirectory(prefix="mlflow-compat-build-") as tmp:
             ctx = Path(tmp)
+            owner.mark(ctx)
             if context is not None:
                 shutil.copytree(context, ctx, dirs_exist_ok=True)
             (ctx / "Dockerfile").write_text(dockerfile)
@@ -123,6 +125,7 @@ def bootstrap_base(suite: str = "bookworm") -> str:
         if shutil.which("debootstrap") is None:
             raise ImageError("debootstrap is not installed (apt-get install debootstrap)")
         with tempfile.TemporaryDirectory(prefix="mlflow-compat-rootfs-") as tmp:
+            owner.mark(Path(tmp))
             rootfs, archive = Path(tmp) / "rootfs", Path(tmp) / "rootfs.tar"
             _run(["debootstrap", "--variant=minbase", suite, str(rootfs)], "debootstrap")
             _run(["tar", "-C", str(rootfs), "-cf", str(archive), "."], "packing the root filesystem")
@@ -209,7 +212,7 @@ def server_image(env: Env, base: Choice) -> Choice:
         remote = [r for r in requirements.splitlines() if " @ file://" not in r]
         pip_wheel = [str(env.interpreter), "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels)]
         _run([*pip_wheel, *remote], f"fetching wheels for MLflow {env.version}")
-        context = Path(tempfile.mkdtemp(prefix="mlflow-compat-ctx-"))
+        context = owner.mkdtemp("mlflow-compat-ctx-")
         try:
             shutil.copytree(wheels, context / "wheels")
             build(tag, dockerfile, context)

@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+from harness import owner
+
 _live: set[int] = set()
 _lock = threading.Lock()
 
@@ -37,7 +39,7 @@ def spawn(
         fh.flush()
         proc = subprocess.Popen(
             cmd,
-            env=env,
+            env={**env, owner.ENV: owner.token()},  # so that `clean` knows whose it is
             cwd=cwd,
             stdout=fh,
             stderr=subprocess.STDOUT,
@@ -128,18 +130,32 @@ def tail(path: Path, lines: int = 40) -> str:
         return ""
 
 
+_OWNED_DIR = re.compile(r"(/\S*?/mlflow-compat-[^/\s]+)")
+
+
+def stray_owner(pid: int) -> str | None:
+    """The owner of a process: from its environment, or (PostgreSQL rewrites its environment for its
+    title) from an owned temporary directory on its command line."""
+    if found := owner.of_process(pid):
+        return found
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    for path in _OWNED_DIR.findall(cmdline):
+        if found := owner.of_dir(Path(path)):
+            return found
+    return None
+
+
 def kill_strays() -> int:
-    """Kill processes of crashed runs: servers started from the env cache, and the harness's databases."""
-    markers = ("mlflow-compat/envs/", "mlflow-compat-pg-", "mlflow-compat-mariadb-")
+    """Kill the processes of runs whose controller is gone (killed, crashed); a live run's are left alone."""
     killed = 0
     for proc_dir in Path("/proc").iterdir():
         if not proc_dir.name.isdigit() or int(proc_dir.name) == os.getpid():
             continue
-        try:
-            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(m in cmdline for m in markers):
+        found = stray_owner(int(proc_dir.name))
+        if found is not None and not owner.alive(found):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(proc_dir.name), signal.SIGKILL)
                 killed += 1

@@ -117,3 +117,24 @@ def test_client_reaches_files_in_the_server_container_only_through_the_server(tm
     finally:
         server.stop()
     assert our_containers("isolation-test") == []
+
+
+def test_version_without_proxying_shares_one_declared_artifact_directory(tmp_path: Path) -> None:
+    """MLflow 1.22 has no artifact proxying: its clients write where the server says, so that one directory
+    is mounted at the same path in the container. The report declares it; the cell still passes end to end
+    (a 2.x server in a container of its own serves those runs after the upgrade)."""
+    results = tmp_path / "results"
+    proc = run_cli("run", "--results-dir", str(results), "--runtime", "docker", "--backend", "sqlite",
+                   "--path", "1.22.0:2.22.5")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_dir = (results / "latest").resolve()
+    (cell,) = json.loads((run_dir / "results.json").read_text())["cells"]
+    assert cell["status"] == "pass", cell["summary"]
+    modes = cell["components"]["artifact_modes"]
+    assert modes["1.22.0"].startswith("direct (shared filesystem): /")
+    assert modes["1.22.0"].endswith("bind-mounted at the same path in the container")
+    assert modes["2.22.5"] == "proxied, in container"
+    writes = [c for c in cell["checks"] if c["name"] == "write" and c["phase"] == "before"]
+    assert writes and all("(artifacts at /" in c["detail"] for c in writes)  # a path, not mlflow-artifacts:/
+    assert "bind-mounted at the same path" in (run_dir / "report.md").read_text()
+    assert our_containers(run_dir.name) == []

@@ -23,6 +23,8 @@ def test_unknown_capability_is_an_error() -> None:
 
 def test_recipes() -> None:
     drivers = ["psycopg2-binary", "PyMySQL"]
+    old = ["sqlalchemy<1.4", "protobuf<4", "numpy<1.24"]
+    assert V("1.22.0").install_requirements() == ["setuptools<70", "sqlalchemy<2.1", *old, *drivers]
     assert V("1.30.1").install_requirements() == ["setuptools<70", "sqlalchemy<2.1", *drivers]
     assert V("2.0.1").install_requirements() == ["setuptools<70", "sqlalchemy<2.1", *drivers]
     assert V("2.22.5").install_requirements() == ["sqlalchemy<2.1", *drivers]

@@ -2,8 +2,10 @@
 
 The cell's store directory is bind-mounted at a path that does not exist on the host (/mlflow-compat/store),
 so the server's store and artifact paths mean nothing to a client: artifacts reach the server's disk only
-through the server (proxying). Containers use host networking (the daemon may have no bridge) on a free
-127.0.0.1 port, carry labels naming the run and the cell, and are removed after every phase.
+through the server (proxying). Versions without proxying (before 1.23) are the declared exception: the
+artifact directory is also mounted at its host path, the one path both sides then write and read.
+Containers use host networking (the daemon may have no bridge) or a run's bridge network, listen on a free
+127.0.0.1 port, carry labels naming the run, the cell and their owner, and are removed after every phase.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import docker.errors
 from sqlalchemy.engine import make_url
 
-from harness import images, procs
+from harness import images, owner, procs
 from harness.backends import DatabaseStore, FileStore, Store
 from harness.envs import Env
 from harness.server import ServerStartError, StartFailure, classify_exit, launch, wait_healthy
@@ -116,10 +118,15 @@ class DockerRuntime:
         network: dict[str, Any] = {"network": self.network} if self.bridged else {"network_mode": "host"}
         if publish is not None:
             network["ports"] = {f"{SERVER_PORT}/tcp": (HOST, publish)}
+        volumes = {str(store.workdir): {"bind": str(MOUNT), "mode": "rw"}}
+        if not env.version.supports_serve_artifacts():
+            # No proxying: clients write artifacts straight to the path the server records, so that path
+            # must mean the same directory on both sides (the one exception to the isolation above).
+            volumes[str(store.artifacts_dir)] = {"bind": str(store.artifacts_dir), "mode": "rw"}
         try:
             return images.client().containers.run(
                 self.image_for(env), command=command, environment=environment, **network, detach=True,
-                volumes={str(store.workdir): {"bind": str(MOUNT), "mode": "rw"}}, labels=self.labels,
+                volumes=volumes, labels={**self.labels, owner.LABEL: owner.token()},
                 init=True,  # mlflow as PID 1 would ignore SIGTERM: every stop would take the full timeout
             )  # fmt: skip
         except docker.errors.APIError as exc:
@@ -139,20 +146,23 @@ class DockerRuntime:
     def _start_once(self, env: Env, store: Store, log: Path) -> DockerServer:
         port = procs.free_port(HOST)
         inside_host, inside_port = ("0.0.0.0", SERVER_PORT) if self.bridged else (HOST, port)
+        proxied = env.version.supports_serve_artifacts()
+        artifacts_dir = MOUNT / "artifacts" if proxied else store.artifacts_dir
         plan = launch(
-            env.version, store_uri=self.store_uri(store), artifacts_dir=str(MOUNT / "artifacts"),
+            env.version, store_uri=self.store_uri(store), artifacts_dir=str(artifacts_dir),
             host=inside_host, port=inside_port, file_store=isinstance(store, FileStore),
         )  # fmt: skip
         args = procs.redact(" ".join(plan.args))
         image = self.image_for(env)
         with log.open("a") as fh:
-            fh.write(f"$ docker run ({self.describe()['network']}) {image} mlflow {args}\n")
+            fh.write(f"$ docker run ({self.describe()['network']}) {image} mlflow {args}\n"
+                     f"# answering at http://{HOST}:{port}\n")  # fmt: skip
         container = self._run(
             env, store, ["mlflow", *plan.args], plan.env, publish=port if self.bridged else None
         )
-        server = DockerServer(url=f"http://{HOST}:{port}", version=str(env.version),
-                              artifact_mode=f"{plan.artifact_mode}, in container", log=log, image=image,
-                              container=container)  # fmt: skip
+        mode = self._artifact_mode(plan.artifact_mode, proxied, store)
+        server = DockerServer(url=f"http://{HOST}:{port}", version=str(env.version), artifact_mode=mode,
+                              log=log, image=image, container=container)  # fmt: skip
         try:
             wait_healthy(server.url, exited=lambda: not server.alive())
         except ServerStartError:
@@ -166,6 +176,12 @@ class DockerRuntime:
             raise ServerStartError(kind, f"server {env.version} exited with code {code}: {line}",
                                    excerpt=procs.tail_text(text))  # fmt: skip
         return server
+
+    @staticmethod
+    def _artifact_mode(mode: str, proxied: bool, store: Store) -> str:
+        if proxied:
+            return f"{mode}, in container"
+        return f"{mode}: {store.artifacts_dir} bind-mounted at the same path in the container"
 
     def db_upgrade(self, env: Env, store: Store, log: Path, timeout: float) -> tuple[int | None, float]:
         started = time.monotonic()
@@ -197,13 +213,25 @@ def has_bridge() -> bool:
 
 def create_network(run_id: str) -> str:
     name = network_name(run_id)
-    images.client().networks.create(name, driver="bridge", labels={LABEL_RUN: run_id})
+    images.client().networks.create(
+        name, driver="bridge", labels={LABEL_RUN: run_id, owner.LABEL: owner.token()}
+    )
     return name
 
 
-def remove_networks(run_id: str | None = None) -> int:
+def _ours(run_id: str | None, kind: str) -> list[Any]:
+    """The harness's containers or networks: of one run, or (no run given) those whose owner is gone."""
     label = f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN
-    networks = images.client().networks.list(filters={"label": label})
+    collection = images.client().containers if kind == "containers" else images.client().networks
+    found = collection.list(filters={"label": label}, **({"all": True} if kind == "containers" else {}))
+    if run_id:
+        return found
+    labels = (lambda x: x.labels) if kind == "containers" else (lambda x: x.attrs.get("Labels") or {})
+    return [x for x in found if not owner.alive(labels(x).get(owner.LABEL, ""))]
+
+
+def remove_networks(run_id: str | None = None) -> int:
+    networks = _ours(run_id, "networks")
     for network in networks:
         with contextlib.suppress(docker.errors.APIError):
             network.remove()
@@ -211,10 +239,9 @@ def remove_networks(run_id: str | None = None) -> int:
 
 
 def remove_containers(run_id: str | None = None) -> int:
-    """Remove the harness's containers (of one run, or all of them: leftovers of crashed runs)."""
-    label = f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN
-    removed = 0
-    for container in images.client().containers.list(all=True, filters={"label": label}):
-        container.remove(force=True)
-        removed += 1
-    return removed
+    """Remove the harness's containers: one run's, or the leftovers of runs whose controller is gone."""
+    containers = _ours(run_id, "containers")
+    for container in containers:
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+    return len(containers)
