@@ -1,10 +1,13 @@
 """One cell, from start to verdict. Read this file top to bottom to see a cell's timeline:
 
   env       build or reuse one venv per MLflow version the cell needs
-  before    FROM server on a fresh store; every client writes the quickstart, then reads every run back
-  upgrade   stop the server, back the store up, snapshot its tables, `mlflow db upgrade` to the next version;
-            the revision must be the new head and every row that existed must still be there, unchanged
-  after     next server on the same store; every client writes again and reads every run, old ones included
+  before    FROM server on a fresh store; every client runs every scenario it has the API for (one client
+            process per client and phase), then every client reads back every record it can
+  upgrade   stop the server, back the store up; start the next server on the un-upgraded store (refused,
+            migrated by the server itself, or served as it is?) and restore the backup; snapshot the
+            tables, `mlflow db upgrade` to the next version; the revision must be the new head and every
+            row that existed must still be there, unchanged
+  after     next server on the same store; every client writes again and reads every record, old ones included
             (a multi-hop path repeats upgrade/after per hop: upgrade-1, after-1, upgrade-2, ...)
   rollback  FROM server on the upgraded store (a refusal is the documented outcome), then restore the
             backup and show that the FROM server serves the pre-upgrade runs again, intact
@@ -15,7 +18,6 @@ a failed upgrade, a broken backup) ends the cell early; client steps never do.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import traceback
@@ -28,18 +30,19 @@ from pathlib import Path
 
 from harness import integrity, owner, procs
 from harness.backends import Store, StoreError, new_store
-from harness.clients import run_step
+from harness.clients import StepOutcome, is_connection_failure, run_driver
 from harness.databases import DatabaseServer
 from harness.envs import Env, EnvCache, EnvError
 from harness.plan import CellPlan
 from harness.results import CellResult, Check, Status
 from harness.runtime import RunningServer, Runtime
+from harness.scenarios import Scenario, resolve
 from harness.server import ServerStartError, StartFailure
 from harness.specs import Spec
-from harness.verify import WrittenRun, compare_all
+from harness.verify import Written, diff
+from harness.versions import MlflowVersion
 
 UPGRADE_TIMEOUT_S = 900.0
-SCENARIO = "quickstart"
 
 # A hook a test may pass to change the store behind the clients' backs at a named point of the timeline.
 Tamper = Callable[[str, Store], None]
@@ -70,7 +73,8 @@ class Cell:
     plan: CellPlan
     ctx: CellContext
     result: CellResult = field(init=False)
-    written: list[WrittenRun] = field(default_factory=list)
+    written: list[Written] = field(default_factory=list)
+    scenarios: list[Scenario] = field(init=False)
     envs: dict[str, Env] = field(default_factory=dict)
     servers_started: int = 0
     _timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -84,6 +88,7 @@ class Cell:
             clients=[s.label for s in self.plan.clients],
             dir=self.ctx.cell_dir.name,
         )
+        self.scenarios = resolve(self.plan.scenarios, self.plan.scripts)
         self.logs = self.ctx.cell_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
 
@@ -190,6 +195,12 @@ class Cell:
             check.detail = (
                 f"{store.backend} store copied to {backup.name} at revision {store.schema_revision()}"
             )
+        with self.step("unupgraded-start", phase, server=str(env.version), timing="upgrade") as check:
+            if not store.has_schema:
+                check.status = Status.SKIP
+                check.detail = "the file store has no schema for a new server to refuse or migrate"
+            else:
+                self.probe_unupgraded(check, env, store, backup)
         with self.step(
             "db-upgrade", phase, server=str(env.version), timing="upgrade", critical=True
         ) as check:
@@ -231,6 +242,47 @@ class Cell:
             if not report.ok:
                 check.status, check.excerpt = Status.FAIL, "\n".join(report.differences)
         return backup
+
+    def probe_unupgraded(self, check: Check, env: Env, store: Store, backup: Path) -> None:
+        """Start the next server on the store before `mlflow db upgrade`: does it refuse the old schema,
+        migrate it itself (then every row must survive), or serve it as it is? The backup is restored
+        afterwards, so the upgrade below starts from the store the old server left."""
+        revision = store.schema_revision()
+        rows_before = integrity.snapshot(store.sqlalchemy_url)
+        log = self.logs / f"{check.phase}-unupgraded-server-{env.version}.log"
+        check.logs = [self.rel(log)]
+        try:
+            server = self.ctx.runtime.start_server(env, store, log)
+        except ServerStartError as exc:
+            if exc.kind is StartFailure.REFUSED_SCHEMA:
+                check.detail = f"refused the un-upgraded store (schema {revision}): {exc}"
+            elif exc.is_infrastructure:
+                check.status, check.detail = Status.ERROR, str(exc)
+            else:
+                check.status, check.detail = Status.FAIL, f"crashed instead of refusing or migrating: {exc}"
+                check.excerpt = exc.excerpt
+            server = None
+        if server is not None:
+            server.stop()
+        now = store.schema_revision()
+        if server is None:
+            pass
+        elif now == revision == env.schema_head:
+            check.detail = f"started: the store is already at this version's head {revision}"
+        elif now == env.schema_head:
+            report = integrity.compare(rows_before, integrity.snapshot(store.sqlalchemy_url))
+            check.detail = f"migrated the store itself on start: {revision} -> {now}; {report.summary()}"
+            if not report.ok:
+                check.status, check.excerpt = Status.FAIL, "\n".join(report.differences)
+        else:
+            check.status = Status.FAIL
+            check.detail = (
+                f"served the store at schema {now} (its head is {env.schema_head}) without refusing or "
+                "migrating it"
+            )
+        if now != revision:
+            store.restore(backup)
+            check.detail += f"; backup restored (schema {store.schema_revision()})"
 
     def rollback_phase(self, version: Spec, store: Store, backup: Path) -> None:
         """The FROM server on the upgraded store, then on the restored backup."""
@@ -279,65 +331,112 @@ class Cell:
 
     # -- client steps -----------------------------------------------------------------------------
     def write(self, phase: str, client: Env, server: RunningServer) -> None:
+        """One client process runs every scenario this client has; each scenario is a check of its own."""
         writer = f"client {client.version} -> server {server.version} ({phase})"
-        with self.step(
-            "write", phase, client=str(client.version), server=server.version, timing="client"
-        ) as check:
-            tags = ["--tag", f"compat.writer={writer}", "--tag", f"compat.phase={phase}"]
-            data = self.client_step(
-                check, client, server, f"{phase}-write-{client.version}", ["write", *tags]
+        runnable = [s for s in self.scenarios if not self.skipped("write", phase, client, server, s)]
+        if not runnable:
+            return
+        plan = {"scenarios": [s.to_plan() for s in runnable],
+                "tags": {"compat.writer": writer, "compat.phase": phase}}  # fmt: skip
+        stem = f"{phase}-write-{client.version}"
+        outcome = self.client_process(client, server, "write", plan, stem)
+        for scenario in runnable:
+            check = self.scenario_check("write", phase, client, server, scenario, stem)
+            got = self.scenario_result(check, outcome, scenario.name)
+            if got is None:
+                continue
+            record = got["record"]
+            key = f"{phase}/{client.version}/{scenario.name}"
+            self.written.append(Written(key, scenario.name, writer, phase, record))
+            shown = [f"{k}={v}" for k, v in record.items() if isinstance(v, str | int) and len(str(v)) < 200]
+            check.detail = f"acknowledged in {got['seconds']:.1f}s" + (
+                f": {', '.join(shown)}" if shown else ""
             )
-            if data is None:
-                return
-            w = data["written"]
-            self.written.append(
-                WrittenRun(
-                    run_id=data["run_id"],
-                    writer=writer,
-                    phase=phase,
-                    params=w["params"],
-                    metrics=w["metrics"],
-                    tags=w["tags"],
-                    artifacts=w["artifacts"],
-                )
-            )
-            check.detail = f"run {data['run_id']} (artifacts at {data['artifact_uri']})"
 
     def read(
-        self, phase: str, client: Env, server: RunningServer, runs: list[WrittenRun], name: str = "read"
+        self, phase: str, client: Env, server: RunningServer, written: list[Written], name: str = "read"
     ) -> None:
-        with self.step(
-            name, phase, client=str(client.version), server=server.version, timing="client"
-        ) as check:
-            if not runs:
-                check.status, check.detail = Status.SKIP, "no acknowledged writes to read back"
-                return
-            stem = f"{phase}-{name}-{client.version}"
-            ids = self.logs / f"{stem}-runs.json"
-            ids.write_text(json.dumps([r.run_id for r in runs]))
-            data = self.client_step(check, client, server, stem, ["read", "--runs", str(ids)])
-            if data is None:
-                return
-            diffs = compare_all(runs, data["runs"])
-            if diffs:
+        """One client process reads back every record it can; each scenario's records are one check."""
+        if not written:
+            self.result.add(Check(name, phase, Status.SKIP, "no acknowledged writes to read back",
+                                  client=str(client.version), server=server.version))  # fmt: skip
+            return
+        present = {w.scenario for w in written}
+        scenarios = [s for s in self.scenarios if s.name in present]
+        readable = [s for s in scenarios if not self.skipped(name, phase, client, server, s)]
+        if not readable:
+            return
+        by_name = {s.name: s for s in readable}
+        records = [w for w in written if w.scenario in by_name]
+        plan = {"records": [{"key": w.key, "scenario": by_name[w.scenario].to_plan(), "record": w.record}
+                            for w in records]}  # fmt: skip
+        stem = f"{phase}-{name}-{client.version}"
+        outcome = self.client_process(client, server, "read", plan, stem)
+        for scenario in readable:
+            check = self.scenario_check(name, phase, client, server, scenario, stem)
+            mine = [w for w in records if w.scenario == scenario.name]
+            problems: list[str] = []
+            for w in mine:
+                got = self.scenario_result(check, outcome, w.key)
+                if got is None:
+                    if check.status is Status.ERROR:
+                        break
+                    problems.append(f"{w.writer}: read failed: {check.detail}")
+                    continue
+                problems += [f"{w.writer}: {d}" for d in diff(w.record, got["observed"])]
+            if check.status is Status.ERROR:
+                continue
+            if problems:
                 check.status = Status.FAIL
-                check.detail = f"{len(diffs)} difference(s) in {len(runs)} runs: " + "; ".join(diffs[:3])
-                check.excerpt = "\n".join(diffs)
+                check.detail = f"{len(problems)} difference(s) in {len(mine)} records: " + "; ".join(
+                    problems[:2]
+                )
+                check.excerpt = "\n".join(problems)
             else:
-                check.detail = f"{len(runs)} runs read back intact (params, metrics, tags, artifact bytes)"
+                check.status, check.detail = Status.PASS, f"{len(mine)} records read back exactly as written"
 
-    def client_step(
-        self, check: Check, client: Env, server: RunningServer, stem: str, args: list[str]
-    ) -> dict | None:
-        """Run one scenario step in a client process; on failure, classify it on ``check`` and return None."""
-        outcome = run_step(client, SCENARIO, args, tracking_uri=server.url, out=self.logs / f"{stem}.json",
-                           log=self.logs / f"{stem}.log", workdir=self.scratch)  # fmt: skip
-        check.logs = [f"logs/{stem}.log", f"logs/{stem}.json"]
+    def skipped(self, name: str, phase: str, client: Env, server: RunningServer, scenario: Scenario) -> bool:
+        """Record a `skip` when the client lacks an API the scenario uses (or the store a feature)."""
+        why = scenario.lacks(client.version, MlflowVersion.parse(server.version), self.plan.backend)
+        if why:
+            self.result.add(Check(name, phase, Status.SKIP, why, client=str(client.version),
+                                  server=server.version, scenario=scenario.name))  # fmt: skip
+        return why is not None
+
+    def scenario_check(
+        self, name: str, phase: str, client: Env, server: RunningServer, scenario: Scenario, stem: str
+    ) -> Check:
+        logs = [f"logs/{stem}.log", f"logs/{stem}.json"]
+        return self.result.add(Check(name, phase, Status.PASS, client=str(client.version),
+                                     server=server.version, scenario=scenario.name, logs=logs))  # fmt: skip
+
+    def client_process(
+        self, client: Env, server: RunningServer, step: str, plan: dict, stem: str
+    ) -> StepOutcome:
+        started = time.monotonic()
+        outcome = run_driver(client, step, plan, tracking_uri=server.url, out=self.logs / f"{stem}.json",
+                             log=self.logs / f"{stem}.log", workdir=self.scratch)  # fmt: skip
+        self._timings["client"] += time.monotonic() - started
+        return outcome
+
+    @staticmethod
+    def scenario_result(check: Check, outcome: StepOutcome, key: str) -> dict | None:
+        """One scenario's outcome from a client process; on failure, classified on ``check`` (None)."""
         if not outcome.ok:
-            check.status = Status.ERROR if outcome.infra else Status.FAIL
-            check.detail, check.excerpt = outcome.error, outcome.excerpt
+            check.status, check.detail, check.excerpt = Status.ERROR, outcome.error, outcome.excerpt
             return None
-        return outcome.data
+        got = outcome.data["results"].get(key)
+        if got is None:
+            check.status, check.detail = Status.ERROR, f"the client process reported nothing for {key}"
+            return None
+        if not got["ok"]:
+            lost = is_connection_failure(got["error"])
+            check.status = Status.ERROR if lost else Status.FAIL
+            check.detail = ("lost the connection to the server: " if lost else "") + got["error"]
+            check.excerpt = got.get("traceback")
+            return None
+        check.seconds = got["seconds"]
+        return got
 
     # -- servers ------------------------------------------------------------------------------------
     @contextmanager

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import docker.errors
 import pytest
 
-from harness import __version__, databases, images, index, owner, procs, pythons
+from harness import __version__, databases, images, index, owner, procs, pythons, scenarios
 from harness.backends import DATABASE_BACKENDS, UNAVAILABLE_ENV, backend_names
 from harness.plan import CellPlan, default_matrix, default_paths, dump_plan, plan_cells
 from harness.plugin import PLAN_FILE, SELECTED_FILE
@@ -70,6 +70,8 @@ class RunOptions:
     runtime: Option
     keep_stores: Option
     profile: Option
+    scenarios: Option  # built-in scenario names
+    scripts: Option  # users' own scripts (absolute paths)
     database_urls: dict[str, Option]
     images: dict[str, Option]
     resolved: dict[str, str] = field(default_factory=dict)  # `latest` -> version
@@ -142,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{backend}-image", metavar="IMAGE", help=f"{backend} image for docker (default {default})"
         )
     run.add_argument("--profile", default=None, help="default matrix profile (default: smoke)")
+    run.add_argument(
+        "--scenarios",
+        metavar="A,B",
+        help=f"built-in scenarios to run (default: all: {', '.join(scenarios.all_names())}; `none` for "
+        "only your own scripts)",
+    )
+    run.add_argument(
+        "--scenario",
+        action="append",
+        metavar="PATH",
+        dest="scripts",
+        help="your own MLflow script, run unmodified by every client as a scenario (repeatable)",
+    )
     run.add_argument("--keep-stores", action="store_true", help="keep each cell's store for inspection")
     for backend in DATABASE_BACKENDS:
         run.add_argument(
@@ -218,6 +233,21 @@ def parse_run_options(args: argparse.Namespace) -> RunOptions:
     if jobs.value < 1:
         raise BadInput(f"--jobs must be at least 1, not {jobs.value}")
 
+    chosen = _opt(args.scenarios, "MLFLOW_COMPAT_SCENARIOS", ",".join(scenarios.all_names()))
+    names = tuple(n.strip() for n in chosen.value.split(",") if n.strip())
+    if names == ("none",):
+        names = ()
+    unknown = [n for n in names if n not in scenarios.all_names()]
+    if unknown or (not names and chosen.value.strip() != "none"):
+        raise BadInput(
+            f"unknown scenario {', '.join(unknown) or repr(chosen.value)} "
+            f"(choose from {', '.join(scenarios.all_names())}, or none)"
+        )
+    chosen.value = names
+    scripts = Option(tuple(str(_script(p)) for p in args.scripts or ()), "command line")
+    if not names and not scripts.value:
+        raise BadInput("--scenarios none leaves nothing to run: add --scenario PATH")
+
     results_dir = _opt(args.results_dir, "MLFLOW_COMPAT_RESULTS_DIR", "results")
     results_dir.value = Path(results_dir.value).resolve()
     _check_writable(results_dir.value)
@@ -250,9 +280,20 @@ def parse_run_options(args: argparse.Namespace) -> RunOptions:
         runtime=runtime,
         keep_stores=Option(args.keep_stores, "command line" if args.keep_stores else "default"),
         profile=profile,
+        scenarios=chosen,
+        scripts=scripts,
         database_urls=urls,
         images=image_opts,
     )
+
+
+def _script(text: str) -> Path:
+    path = Path(text).resolve()
+    if not path.is_file():
+        raise BadInput(f"--scenario {text}: no such file")
+    if path.suffix != ".py":
+        raise BadInput(f"--scenario {text}: not a Python script (.py)")
+    return path
 
 
 def _check_writable(path: Path) -> None:
@@ -323,7 +364,8 @@ def resolve(opts: RunOptions) -> None:
 
 # -- plan, prepare, execute ------------------------------------------------------------------------------
 def plan(opts: RunOptions) -> list[CellPlan]:
-    return plan_cells(opts.backends.value, opts.paths.value, opts.clients.value, opts.runtime.value)
+    return plan_cells(opts.backends.value, opts.paths.value, opts.clients.value, opts.runtime.value,
+                      opts.scenarios.value, opts.scripts.value)  # fmt: skip
 
 
 def prepare(opts: RunOptions, cells: list[CellPlan]) -> Path:

@@ -1,8 +1,9 @@
-"""Running one scenario step (a client process) inside a client version's venv."""
+"""Running scenario steps in a client process inside a client version's venv."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,20 @@ from harness import procs
 from harness.envs import Env
 from harness.paths import SCENARIOS_DIR
 
-CLIENT_TIMEOUT_S = 300.0
+CLIENT_TIMEOUT_S = 600.0  # one process runs every scenario of a phase
+DRIVER = SCENARIOS_DIR / "driver.py"
+
+
+_CONNECTION_LOST = re.compile(
+    r"ConnectionError|ConnectionRefusedError|Connection refused|Max retries exceeded|RemoteDisconnected"
+    r"|ConnectionResetError|Connection aborted"
+)
+
+
+def is_connection_failure(error: str) -> bool:
+    """Whether a client call failed because the server was not there (the machine), not because it answered
+    wrongly (MLflow). A server that dies mid-phase is also reported by the cell's server-alive check."""
+    return bool(_CONNECTION_LOST.search(error))
 
 
 @dataclass
@@ -27,10 +41,10 @@ class StepOutcome:
     excerpt: str = ""
 
 
-def run_step(
+def run_driver(
     env: Env,
-    scenario: str,
-    args: list[str],
+    step: str,
+    plan: dict[str, Any],
     *,
     tracking_uri: str,
     out: Path,
@@ -38,12 +52,16 @@ def run_step(
     workdir: Path,
     timeout: float = CLIENT_TIMEOUT_S,
 ) -> StepOutcome:
-    script = SCENARIOS_DIR / f"{scenario}.py"
+    """One client process (scenarios/driver.py) that runs ``step`` (write or read) for every scenario in
+    ``plan``. ``data["results"]`` holds each scenario's own outcome; a process that wrote no result at all
+    is an infrastructure error (it never got to talk to MLflow properly)."""
     workdir.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
+    plan_file = out.with_name(out.stem + "-plan.json")
+    plan_file.write_text(json.dumps(plan, indent=2))
     environ = {**env.environ(), "MLFLOW_TRACKING_URI": tracking_uri}
     code, seconds = procs.run(
-        [str(env.interpreter), str(script), *args, "--out", str(out)],
+        [str(env.interpreter), str(DRIVER), step, "--plan", str(plan_file), "--out", str(out)],
         env=environ,
         log=log,
         timeout=timeout,
@@ -61,14 +79,4 @@ def run_step(
             error=f"client exited with code {code} before writing a result",
             excerpt=procs.tail(log),
         )
-    data = json.loads(out.read_text())
-    if not data.get("ok"):
-        return StepOutcome(
-            False,
-            False,
-            seconds,
-            data=data,
-            error=data.get("error", "unknown error"),
-            excerpt=data.get("traceback", ""),
-        )
-    return StepOutcome(True, False, seconds, data=data)
+    return StepOutcome(True, False, seconds, data=json.loads(out.read_text()))

@@ -6,18 +6,22 @@ import functools
 import json
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from harness.scenarios import all_names
 from harness.specs import Spec, parse_path, parse_spec
 from harness.versions import MlflowVersion
 
 
 @functools.cache
+def _matrix_data() -> dict[str, Any]:
+    return tomllib.loads(resources.files("harness").joinpath("data/matrix.toml").read_text())
+
+
 def default_matrix(profile: str = "smoke") -> dict[str, Any]:
-    data = tomllib.loads(resources.files("harness").joinpath("data/matrix.toml").read_text())
-    return data["profile"][profile]
+    return _matrix_data()["profile"][profile]
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class CellPlan:
     path: tuple[Spec, ...]
     clients: tuple[Spec, ...]
     runtime: str = "local"
+    scenarios: tuple[str, ...] = field(default_factory=all_names)  # built-in scenarios, by name
+    scripts: tuple[str, ...] = ()  # users' own scripts (--scenario PATH), absolute paths
 
     @property
     def id(self) -> str:
@@ -49,6 +55,8 @@ class CellPlan:
             "resolved_path": [s.label for s in self.path],
             "clients": [s.raw for s in self.clients],
             "versions": {s.raw: str(s.version) for s in (*self.path, *self.clients)},
+            "scenarios": list(self.scenarios),
+            "scripts": list(self.scripts),
         }
 
     @classmethod
@@ -66,6 +74,8 @@ class CellPlan:
             runtime=data["runtime"],
             path=tuple(spec(r) for r in data["path"]),
             clients=tuple(spec(r) for r in data["clients"]),
+            scenarios=tuple(data["scenarios"]),
+            scripts=tuple(data["scripts"]),
         )
 
 
@@ -75,10 +85,23 @@ def default_clients(path: tuple[Spec, ...]) -> tuple[Spec, ...]:
 
 
 def plan_cells(
-    backends: list[str], paths: list[tuple[Spec, ...]], clients: tuple[Spec, ...] | None, runtime: str
+    backends: list[str],
+    paths: list[tuple[Spec, ...]],
+    clients: tuple[Spec, ...] | None,
+    runtime: str,
+    scenarios: tuple[str, ...] | None = None,
+    scripts: tuple[str, ...] = (),
 ) -> list[CellPlan]:
+    chosen = all_names() if scenarios is None else scenarios
     cells = [
-        CellPlan(backend=b, path=p, clients=clients or default_clients(p), runtime=runtime)
+        CellPlan(
+            backend=b,
+            path=p,
+            clients=clients or default_clients(p),
+            runtime=runtime,
+            scenarios=chosen,
+            scripts=scripts,
+        )
         for p in paths
         for b in backends
     ]
@@ -92,6 +115,7 @@ def plan_cells(
 
 
 def default_paths(profile: str = "smoke") -> list[tuple[Spec, ...]]:
+    """A profile's fixed paths (a discovered profile adds the index's versions to these when resolved)."""
     return [parse_path(p) for p in default_matrix(profile)["paths"]]
 
 

@@ -133,6 +133,7 @@ def describe_failures(result: CellResult) -> str:
             who = " ".join(
                 x
                 for x in (
+                    f"scenario={check.scenario}" if check.scenario else "",
                     f"client={check.client}" if check.client else "",
                     f"server={check.server}" if check.server else "",
                 )

@@ -78,6 +78,16 @@ def _phase_totals(run: RunResult) -> list[tuple[str, float, float]]:
     return [(k, v, 100 * v / whole) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])]
 
 
+def _scenario_totals(run: RunResult) -> list[tuple[str, dict[str, int]]]:
+    """Client checks per scenario and status, over every cell: where the skew is, at a glance."""
+    totals: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SYMBOL, 0))
+    for cell in run.cells:
+        for check in cell.checks:
+            if check.scenario:
+                totals[check.scenario][check.status.value] += 1
+    return sorted(totals.items())
+
+
 def render_markdown(run: RunResult) -> str:
     env = Environment(
         loader=PackageLoader("harness", "templates"),
@@ -96,6 +106,7 @@ def render_markdown(run: RunResult) -> str:
         bad=bad,
         symbol=SYMBOL,
         phases=_phase_totals(run),
+        scenarios=_scenario_totals(run),
         wall=_wall_seconds(run),
         Status=Status,
     )

@@ -44,6 +44,7 @@ class Check:
     detail: str = ""
     client: str | None = None
     server: str | None = None
+    scenario: str | None = None  # the scenario of a client step (write, read)
     seconds: float = 0.0
     logs: list[str] = field(default_factory=list)  # paths relative to the cell's directory
     excerpt: str | None = None  # the part of a log or traceback that explains a failure

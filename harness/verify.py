@@ -1,62 +1,81 @@
-"""Comparing what a client saw with what was written. Pure functions: every difference is named."""
+"""Comparing what a client read with what was written. Pure functions: every difference is named by its
+place in the record (``run.params.learning_rate``, ``files['tree/large.bin']``, ``versions['2'].stage``).
+
+A scenario's record is plain JSON (dicts, lists, strings, numbers); its reader returns the same shape, so
+one comparison serves every scenario: values, metric histories, artifact bytes, registry versions.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+SHOWN = 60  # characters of a value shown in a difference
+
 
 @dataclass(frozen=True)
-class WrittenRun:
-    """A write that a client saw acknowledged: the run id it got and what it put there."""
+class Written:
+    """A write a client saw acknowledged: what one scenario put into the store, as its record."""
 
-    run_id: str
+    key: str  # unique in the cell: phase/client/scenario
+    scenario: str
     writer: str  # e.g. "client 2.22.5 -> server 1.30.1 (before)"
     phase: str
-    params: dict[str, str]
-    metrics: dict[str, float]
-    tags: dict[str, str]
-    artifacts: dict[str, dict[str, Any]]  # path -> {"sha256", "size"}
+    record: dict[str, Any]
 
 
-def _diff_map(kind: str, expected: dict[str, Any], seen: dict[str, Any], *, extra_ok: bool) -> list[str]:
-    out = []
-    for key, value in expected.items():
-        if key not in seen:
-            out.append(f"{kind} {key!r} missing (expected {value!r})")
-        elif seen[key] != value:
-            out.append(f"{kind} {key!r} is {seen[key]!r}, expected {value!r}")
-    if not extra_ok:
-        out += [f"{kind} {key!r} unexpected (value {seen[key]!r})" for key in seen.keys() - expected.keys()]
-    return out
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}… ({len(text)} chars)"
 
 
-def compare_run(expected: WrittenRun, seen: dict[str, Any]) -> list[str]:
-    """Differences between a written run and one client's view of it; empty when they agree exactly."""
-    if not seen.get("found"):
-        return [f"run unreadable: {seen.get('error', 'not returned by the client')}"]
-    diffs = _diff_map("param", expected.params, seen.get("params", {}), extra_ok=False)
-    diffs += _diff_map("metric", expected.metrics, seen.get("metrics", {}), extra_ok=False)
-    # Servers add system tags (mlflow.*, filtered by the reader); any other tag must be ours.
-    diffs += _diff_map("tag", expected.tags, seen.get("tags", {}), extra_ok=False)
-    artifacts = seen.get("artifacts", {})
-    for path, meta in expected.artifacts.items():
-        got = artifacts.get(path)
-        if got is None:
-            diffs.append(f"artifact {path!r} missing")
-        elif got["sha256"] != meta["sha256"]:
-            diffs.append(
-                f"artifact {path!r} bytes differ ({got['size']} bytes, sha256 {got['sha256'][:12]}…, "
-                f"expected {meta['size']} bytes, sha256 {meta['sha256'][:12]}…)"
-            )
-    diffs += [f"artifact {p!r} unexpected" for p in artifacts.keys() - expected.artifacts.keys()]
-    return diffs
+def _at(path: str, key: Any) -> str:
+    key = str(key)
+    return f"{path}.{key}" if key.isidentifier() else f"{path}[{key!r}]"
 
 
-def compare_all(expected: list[WrittenRun], seen_runs: dict[str, dict[str, Any]]) -> list[str]:
-    """Every difference across runs, each prefixed with the run and who wrote it."""
-    out = []
-    for run in expected:
-        for diff in compare_run(run, seen_runs.get(run.run_id, {"found": False})):
-            out.append(f"run {run.run_id[:8]} ({run.writer}): {diff}")
-    return out
+def _is_file(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"size", "sha256"}
+
+
+def diff(expected: Any, observed: Any, path: str = "") -> list[str]:
+    """Every difference between ``expected`` and ``observed``; empty when they agree exactly."""
+    where = path.lstrip(".") or "(record)"
+    if _is_file(expected) and _is_file(observed):
+        if expected["sha256"] == observed["sha256"]:
+            return []
+        return [
+            f"{where}: bytes differ ({observed['size']} bytes, sha256 {observed['sha256'][:12]}…, expected "
+            f"{expected['size']} bytes, sha256 {expected['sha256'][:12]}…)"
+        ]
+    if isinstance(expected, dict) and isinstance(observed, dict):
+        out = []
+        for key, value in expected.items():
+            if key not in observed:
+                out.append(f"{_at(path, key).lstrip('.')}: missing (expected {_show(value)})")
+            else:
+                out += diff(value, observed[key], _at(path, key))
+        out += [
+            f"{_at(path, k).lstrip('.')}: unexpected ({_show(observed[k])})"
+            for k in observed.keys() - expected.keys()
+        ]
+        return out
+    if isinstance(expected, list) and isinstance(observed, list):
+        out = []
+        if len(expected) != len(observed):
+            out.append(f"{where}: {len(observed)} items, expected {len(expected)}")
+        for i, (e, o) in enumerate(zip(expected, observed, strict=False)):
+            out += diff(e, o, f"{path}[{i}]")
+        return out
+    if (
+        isinstance(expected, str)
+        and isinstance(observed, str)
+        and expected != observed
+        and len(expected) > SHOWN
+    ):
+        at = next((i for i, (a, b) in enumerate(zip(expected, observed, strict=False)) if a != b), None)
+        at = min(len(expected), len(observed)) if at is None else at
+        return [f"{where}: {len(observed)} characters, expected {len(expected)}; first difference at {at}"]
+    if expected != observed or isinstance(expected, bool) != isinstance(observed, bool):  # 1 == True
+        return [f"{where}: {_show(observed)}, expected {_show(expected)}"]
+    return []

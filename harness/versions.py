@@ -58,6 +58,14 @@ class MlflowVersion:
             return False
         return "until" not in fact or base < Version(fact["until"])
 
+    def lacks(self, capabilities: tuple[str, ...]) -> str | None:
+        """Why this version cannot do something that needs ``capabilities`` (None when it can)."""
+        missing = [c for c in capabilities if not self.supports(c)]
+        if not missing:
+            return None
+        facts = _facts()["capabilities"]
+        return "; ".join(f"MLflow {self} has no {c} (since {facts[c]['since']})" for c in missing)
+
     def supports_serve_artifacts(self) -> bool:
         return self.supports("serve_artifacts")
 

@@ -23,6 +23,10 @@ from tests.conftest import run_cli
         (["--runtime", "k8s"], "invalid choice"),
         (["--path", "1.30.1:2.22.5", "-k", "sqlite and ("], "is not a valid selection expression"),
         (["--no-such-option"], "unrecognized arguments"),
+        (["--scenarios", "quickstart,nope"], "unknown scenario nope (choose from quickstart, "),
+        (["--scenarios", "none"], "--scenarios none leaves nothing to run"),
+        (["--scenario", "no/such/train.py"], "--scenario no/such/train.py: no such file"),
+        (["--scenario", "README.md"], "--scenario README.md: not a Python script (.py)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import images
+from harness import images, scenarios
 from harness.backends import new_store
-from harness.clients import run_step
+from harness.clients import run_driver
 from harness.envs import EnvCache
 from harness.runtime.docker import LABEL_RUN, MOUNT, DockerRuntime, has_bridge
 from harness.specs import parse_spec
@@ -48,7 +48,7 @@ def test_docker_cells_swap_server_containers_across_the_upgrade(tmp_path: Path, 
     results = tmp_path / "results"
     proc = run_cli("run", "--results-dir", str(results), "--runtime", "docker", "--docker-network",
                    network, "--backend", "postgres", "--backend", "mysql", "--path", "2.22.5:3.17.2",
-                   "-n", "2")  # fmt: skip
+                   "-n", "2", "--scenarios", "quickstart,metric_history,registry,datasets")  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = (results / "latest").resolve()
     data = json.loads((run_dir / "results.json").read_text())
@@ -80,40 +80,32 @@ def test_client_reaches_files_in_the_server_container_only_through_the_server(tm
     store = new_store("sqlite", tmp_path / "store", servers={}, run_id="isolation", cell_slug="isolation")
     runtime = DockerRuntime({LABEL_RUN: "isolation-test"})
     server = runtime.start_server(env, store, tmp_path / "server.log")
+    quickstart = scenarios.builtin()["quickstart"].to_plan()
+
+    def client(step: str, plan: dict) -> dict:
+        outcome = run_driver(env, step, plan, tracking_uri=server.url, out=tmp_path / f"{step}.json",
+                             log=tmp_path / f"{step}.log", workdir=tmp_path / "scratch")  # fmt: skip
+        assert outcome.ok, outcome.error
+        (result,) = outcome.data["results"].values()
+        assert result["ok"], result.get("traceback")
+        return result
+
     try:
-        wrote = run_step(
-            env,
-            "quickstart",
-            ["write"],
-            tracking_uri=server.url,
-            out=tmp_path / "w.json",
-            log=tmp_path / "w.log",
-            workdir=tmp_path / "scratch",
-        )
-        assert wrote.ok, wrote.error
-        run_id = wrote.data["run_id"]
-        assert wrote.data["artifact_uri"].startswith("mlflow-artifacts:/")
+        record = client("write", {"scenarios": [quickstart], "tags": {}})["record"]
+        run_id = record["run_id"]
+        assert record["artifact_uri"].startswith("mlflow-artifacts:/")
         # The artifact is on the server's filesystem, at a path that does not exist for the client ...
-        inside = f"{MOUNT}/artifacts/{wrote.data['experiment_id']}/{run_id}/artifacts/model_config.txt"
-        code, _ = server.container.exec_run(["test", "-f", inside])
-        assert code == 0, "the server stored the artifact in its own filesystem"
+        code, out = server.container.exec_run(["find", f"{MOUNT}/artifacts", "-path", f"*/{run_id}/*"])
+        assert code == 0 and out.decode().strip().endswith(f"{run_id}/artifacts/model_config.txt"), out
         assert not Path(str(MOUNT)).exists(), "the client's machine has no such path"
-        assert not any((tmp_path / "scratch").rglob("model_config.txt")), "nothing was written client-side"
+        scratch = [p for p in (tmp_path / "scratch").rglob("model_config.txt")]
+        assert len(scratch) == 1, "the client wrote only its own upload copy in its scratch dir"
+        scratch[0].unlink()
         # ... and the client still gets its bytes, through the server.
-        runs = tmp_path / "runs.json"
-        runs.write_text(json.dumps([run_id]))
-        read = run_step(
-            env,
-            "quickstart",
-            ["read", "--runs", str(runs)],
-            tracking_uri=server.url,
-            out=tmp_path / "r.json",
-            log=tmp_path / "r.log",
-            workdir=tmp_path / "scratch",
-        )
-        assert read.ok, read.error
-        seen = read.data["runs"][run_id]["artifacts"]["model_config.txt"]
-        assert seen == wrote.data["written"]["artifacts"]["model_config.txt"]
+        plan = {"records": [{"key": "k", "scenario": quickstart, "record": record}]}
+        observed = client("read", plan)["observed"]
+        assert observed["run"]["artifacts"] == record["run"]["artifacts"]
+        assert not list((tmp_path / "scratch").rglob("model_config.txt")), "downloads go to temp dirs only"
     finally:
         server.stop()
     assert our_containers("isolation-test") == []
@@ -125,7 +117,7 @@ def test_version_without_proxying_shares_one_declared_artifact_directory(tmp_pat
     (a 2.x server in a container of its own serves those runs after the upgrade)."""
     results = tmp_path / "results"
     proc = run_cli("run", "--results-dir", str(results), "--runtime", "docker", "--backend", "sqlite",
-                   "--path", "1.22.0:2.22.5")  # fmt: skip
+                   "--path", "1.22.0:2.22.5", "--scenarios", "quickstart")  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = (results / "latest").resolve()
     (cell,) = json.loads((run_dir / "results.json").read_text())["cells"]
@@ -135,6 +127,6 @@ def test_version_without_proxying_shares_one_declared_artifact_directory(tmp_pat
     assert modes["1.22.0"].endswith("bind-mounted at the same path in the container")
     assert modes["2.22.5"] == "proxied, in container"
     writes = [c for c in cell["checks"] if c["name"] == "write" and c["phase"] == "before"]
-    assert writes and all("(artifacts at /" in c["detail"] for c in writes)  # a path, not mlflow-artifacts:/
+    assert writes and all("artifact_uri=/" in c["detail"] for c in writes)  # a path, not mlflow-artifacts:/
     assert "bind-mounted at the same path" in (run_dir / "report.md").read_text()
     assert our_containers(run_dir.name) == []

@@ -124,7 +124,8 @@ def test_ctrl_c_mid_run_stops_everything_and_keeps_results(tmp_path: Path, runti
     Locally, PostgreSQL is the user's own server (the cell's database must be dropped) and MariaDB the run's
     own; under Docker, MariaDB is the run's container."""
     need_engine(runtime)
-    args = ["--runtime", runtime, "--backend", "mysql", "--path", "2.22.5:3.17.2", "-n", "2"]
+    args = ["--runtime", runtime, "--backend", "mysql", "--path", "2.22.5:3.17.2", "-n", "2",
+            "--scenarios", "quickstart,metric_history"]  # fmt: skip
     pg, before = "", set()
     if runtime == "local":
         pg = databases.get_server("postgres").admin_url.render_as_string(hide_password=False)

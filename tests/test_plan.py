@@ -27,9 +27,11 @@ def test_custom_clients_show_in_id_and_duplicates_collapse() -> None:
 
 
 def test_plan_roundtrip_pins_latest() -> None:
-    cell = CellPlan("sqlite", parse_path("1.30.1:2.22.5"), (parse_spec("1.30.1"),))
+    cell = CellPlan("sqlite", parse_path("1.30.1:2.22.5"), (parse_spec("1.30.1"),), scripts=("/x/train.py",))
     data = cell.to_json()
+    assert data["scenarios"][0] == "quickstart" and data["scripts"] == ["/x/train.py"]
     data["path"][1] = "latest"
     data["versions"]["latest"] = "3.17.2"
     back = CellPlan.from_json(data)
     assert [s.label for s in back.path] == ["1.30.1", "3.17.2"]
+    assert back.scenarios == cell.scenarios and back.scripts == cell.scripts

@@ -1,50 +1,74 @@
-from harness.verify import WrittenRun, compare_all, compare_run
+from harness.verify import diff
 
-RUN = WrittenRun(
-    run_id="abcdef0123",
-    writer="client 1.30.1 -> server 2.22.5 (after)",
-    phase="after",
-    params={"learning_rate": "0.01", "optimizer": "adam"},
-    metrics={"accuracy": 0.95},
-    tags={"compat.phase": "after"},
-    artifacts={"model_config.txt": {"sha256": "aa" * 32, "size": 44}},
-)
-
-
-def seen(**changes: object) -> dict:
-    base = {
-        "found": True,
-        "params": dict(RUN.params),
-        "metrics": dict(RUN.metrics),
-        "tags": dict(RUN.tags),
-        "artifacts": {"model_config.txt": {"sha256": "aa" * 32, "size": 44}},
-    }
-    base.update(changes)
-    return base
+FILE = {"sha256": "aa" * 32, "size": 44}
+RECORD = {
+    "run_id": "abcdef0123",
+    "run": {
+        "params": {"learning_rate": "0.01", "optimizer": "adam"},
+        "metrics": {"accuracy": 0.95},
+        "tags": {"compat.phase": "after", "mlflow.note.content": "d"},
+        "artifacts": {"model_config.txt": FILE},
+    },
+    "history": {"loss": [[0, 1000, 1.0], [1, 2000, 0.5]]},
+    "versions": {"2": {"stage": "None", "flag": True}},
+}
 
 
-def test_identical_run_has_no_differences() -> None:
-    assert compare_run(RUN, seen()) == []
+def changed(path: list, value: object) -> dict:
+    import copy
+
+    record = copy.deepcopy(RECORD)
+    target = record
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return record
 
 
-def test_each_kind_of_difference_is_named() -> None:
-    assert compare_run(RUN, seen(params={"learning_rate": "0.02", "optimizer": "adam"})) == [
-        "param 'learning_rate' is '0.02', expected '0.01'"
+def test_identical_record_has_no_differences() -> None:
+    assert diff(RECORD, changed(["run_id"], "abcdef0123")) == []
+
+
+def test_each_kind_of_difference_is_named_by_its_place() -> None:
+    assert diff(RECORD, changed(["run", "params", "learning_rate"], "0.02")) == [
+        "run.params.learning_rate: '0.02', expected '0.01'"
     ]
-    assert compare_run(RUN, seen(metrics={})) == ["metric 'accuracy' missing (expected 0.95)"]
-    assert compare_run(RUN, seen(tags={"compat.phase": "after", "x": "1"})) == [
-        "tag 'x' unexpected (value '1')"
+    assert diff(RECORD, changed(["history", "loss", 1, 2], 0.25)) == [
+        "history.loss[1][2]: 0.25, expected 0.5"
     ]
-    diff = compare_run(RUN, seen(artifacts={"model_config.txt": {"sha256": "bb" * 32, "size": 44}}))
-    assert len(diff) == 1 and "bytes differ" in diff[0]
-    assert compare_run(RUN, seen(artifacts={})) == ["artifact 'model_config.txt' missing"]
+    assert diff(RECORD, changed(["history", "loss"], [[0, 1000, 1.0]])) == [
+        "history.loss: 1 items, expected 2"
+    ]
+    bytes_differ = diff(
+        RECORD, changed(["run", "artifacts", "model_config.txt"], {"sha256": "bb" * 32, "size": 45})
+    )
+    assert bytes_differ == [
+        "run.artifacts['model_config.txt']: bytes differ (45 bytes, sha256 bbbbbbbbbbbb…, expected 44 bytes, "
+        "sha256 aaaaaaaaaaaa…)"
+    ]
+    assert diff(RECORD, changed(["versions", "2", "stage"], "Staging")) == [
+        "versions['2'].stage: 'Staging', expected 'None'"
+    ]
+    assert diff(RECORD, changed(["run", "tags", "mlflow.note.content"], "e")) == [
+        "run.tags['mlflow.note.content']: 'e', expected 'd'"
+    ]
 
 
-def test_unreadable_and_missing_runs() -> None:
-    assert compare_run(RUN, {"found": False, "error": "RestException: RESOURCE_DOES_NOT_EXIST"}) == [
-        "run unreadable: RestException: RESOURCE_DOES_NOT_EXIST"
+def test_missing_unexpected_and_type_differences() -> None:
+    observed = changed(["run", "params"], {"optimizer": "adam", "extra": "1"})
+    assert sorted(diff(RECORD, observed)) == [
+        "run.params.extra: unexpected ('1')",
+        "run.params.learning_rate: missing (expected '0.01')",
     ]
-    out = compare_all([RUN], {})
-    assert out == [
-        "run abcdef01 (client 1.30.1 -> server 2.22.5 (after)): run unreadable: not returned by the client"
+    assert diff(RECORD, changed(["versions", "2", "flag"], 1)) == ["versions['2'].flag: 1, expected True"]
+    assert diff({"a": 1}, None) == ["(record): None, expected {'a': 1}"]
+
+
+def test_long_strings_say_where_they_differ() -> None:
+    long = "x" * 6000
+    assert diff({"p": long}, {"p": long[:500]}) == [
+        "p: 500 characters, expected 6000; first difference at 500"
+    ]
+    assert diff({"p": long}, {"p": "x" * 10 + "y" + long[11:]}) == [
+        "p: 6000 characters, expected 6000; first difference at 10"
     ]

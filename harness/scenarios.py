@@ -1,0 +1,89 @@
+"""The scenarios a cell runs: plain scripts in scenarios/, each declaring the capabilities it needs.
+
+A scenario module defines ``write(ctx) -> record`` and ``read(ctx, record) -> observed`` and a module-level
+``REQUIRES`` tuple of capability names (harness/data/versions.toml), and optionally ``STORE_REQUIRES``
+({backend: capabilities}) for what the server needs on a given store. The harness reads both without
+importing the module (it imports mlflow, which only the clients' venvs have), and skips a scenario for a
+client version that lacks a capability, or a server whose store lacks one, with that reason. A user's own
+script (``--scenario PATH``) runs through scenarios/script.py, which learns what it wrote from the server.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.paths import SCENARIOS_DIR
+from harness.versions import MlflowVersion
+
+NOT_SCENARIOS = {"driver", "common", "script"}  # the runner, its helpers, and the user-script adapter
+SCRIPT_PREFIX = "script:"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: Path  # the module the driver loads
+    doc: str
+    requires: tuple[str, ...] = ()  # of the client
+    store_requires: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False, compare=False)
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def lacks(self, client: MlflowVersion, server: MlflowVersion, backend: str) -> str | None:
+        """Why this scenario cannot run with ``client`` against ``server`` on ``backend`` (None when it can):
+        the client lacks an API it uses, or the server's store lacks a feature it needs on that backend
+        (e.g. a model registry on the file store). Anything else a server lacks is skew, reported as such."""
+        if why := client.lacks(self.requires):
+            return why
+        if why := server.lacks(self.store_requires.get(backend, ())):
+            return f"{why}, which the {backend} store needs for this scenario"
+        return None
+
+    def to_plan(self) -> dict[str, Any]:
+        return {"name": self.name, "path": str(self.path), "options": self.options}
+
+
+def _declared(path: Path) -> tuple[str, dict[str, Any]]:
+    """A module's first docstring paragraph and its declarations (REQUIRES, STORE_REQUIRES), read without
+    importing it."""
+    tree = ast.parse(path.read_text())
+    declared: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and target.id in ("REQUIRES", "STORE_REQUIRES"):
+                    declared[target.id] = ast.literal_eval(node.value)
+    doc = (ast.get_docstring(tree) or "").split("\n\n")[0].replace("\n", " ")
+    return doc, declared
+
+
+@functools.cache
+def builtin() -> dict[str, Scenario]:
+    """Every built-in scenario by name, quickstart first (the baseline), then alphabetically."""
+    found = {}
+    for path in sorted(SCENARIOS_DIR.glob("*.py")):
+        if path.stem in NOT_SCENARIOS:
+            continue
+        doc, declared = _declared(path)
+        store = {backend: tuple(caps) for backend, caps in declared.get("STORE_REQUIRES", {}).items()}
+        found[path.stem] = Scenario(path.stem, path, doc, tuple(declared.get("REQUIRES", ())), store)
+    return dict(sorted(found.items(), key=lambda item: (item[0] != "quickstart", item[0])))
+
+
+def user_script(path: Path) -> Scenario:
+    path = path.resolve()
+    return Scenario(f"{SCRIPT_PREFIX}{path.name}", SCENARIOS_DIR / "script.py",
+                    f"your script {path}", options={"script": str(path)})  # fmt: skip
+
+
+def resolve(names: tuple[str, ...], scripts: tuple[str, ...] = ()) -> list[Scenario]:
+    """The scenarios of a cell: built-ins by name, then user scripts by path."""
+    known = builtin()
+    return [known[n] for n in names] + [user_script(Path(s)) for s in scripts]
+
+
+def all_names() -> tuple[str, ...]:
+    return tuple(builtin())
