@@ -48,7 +48,21 @@ def images(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def gate(session: nox.Session) -> None:
+    """May we bump MLflow to a candidate? `-- --candidate SPEC [--baseline V]`; exits 0 only if so."""
+    _install(session)
+    session.run("mlflow-compat", "gate", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The matrix against its floor and the naive way; prints `bench: wall=... floor=... ratio=...`."""
+    _install(session)
+    session.run("python", "-m", "harness.bench", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def clean(session: nox.Session) -> None:
-    """Remove what crashed runs left: containers, temp dirs, stray servers. Only when no run is active."""
+    """Remove what crashed runs left: containers, temp dirs, stray servers (never a live run's)."""
     _install(session)
     session.run("mlflow-compat", "clean")

@@ -33,6 +33,8 @@ from harness.backends import Store, StoreError, new_store
 from harness.clients import StepOutcome, is_connection_failure, run_driver
 from harness.databases import DatabaseServer
 from harness.envs import Env, EnvCache, EnvError
+from harness.expectations import Expectation
+from harness.expectations import apply as apply_expectations
 from harness.plan import CellPlan
 from harness.results import CellResult, Check, Status
 from harness.runtime import RunningServer, Runtime
@@ -66,6 +68,7 @@ class CellContext:
     tamper: Tamper | None = None
     databases: dict[str, DatabaseServer] = field(default_factory=dict)  # the run's servers, by backend
     run_id: str = "adhoc"
+    expectations: tuple[Expectation, ...] = ()  # declared incompatibilities, applied when the cell ends
 
 
 @dataclass
@@ -133,7 +136,7 @@ class Cell:
             self.result.timings = {k: round(v, 2) for k, v in self._timings.items()}
             if runtime_facts := self.ctx.runtime.describe():
                 self.result.components["runtime"] = runtime_facts
-            self.result.finish()
+            apply_expectations(self.result, self.ctx.expectations)  # xfail/xpass, then the cell's status
             self.result.write(self.ctx.cell_dir / "cell.json")
         return self.result
 

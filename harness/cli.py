@@ -24,12 +24,20 @@ from typing import Any, NoReturn
 import docker.errors
 import pytest
 
-from harness import __version__, databases, images, index, owner, procs, pythons, scenarios
+from harness import __version__, databases, expectations, images, index, owner, procs, pythons, scenarios
 from harness.backends import DATABASE_BACKENDS, UNAVAILABLE_ENV, backend_names
-from harness.plan import CellPlan, default_matrix, default_paths, dump_plan, plan_cells
+from harness.plan import (
+    CellPlan,
+    default_matrix,
+    default_paths,
+    discover,
+    dump_plan,
+    oldest_supported,
+    plan_cells,
+)
 from harness.plugin import PLAN_FILE, SELECTED_FILE
-from harness.report import collect, write_reports
-from harness.results import ExitCode, RunResult
+from harness.report import collect, load_run, write_reports
+from harness.results import ExitCode, RunResult, Status
 from harness.runtime import NETWORK_ENV, RUNTIMES
 from harness.runtime.docker import (
     LABEL_RUN,
@@ -72,6 +80,10 @@ class RunOptions:
     profile: Option
     scenarios: Option  # built-in scenario names
     scripts: Option  # users' own scripts (absolute paths)
+    expectations: Option  # the declarations file (None: the shipped one)
+    allow_xpass: Option
+    compare: Option  # a previous run's directory, or None
+    shard: Option  # (I, N), or None
     database_urls: dict[str, Option]
     images: dict[str, Option]
     resolved: dict[str, str] = field(default_factory=dict)  # `latest` -> version
@@ -95,21 +107,79 @@ class RunOptions:
                     value = [s.label for s in value]
                 elif isinstance(value, Path):
                     value = str(value)
+                elif name == "shard" and value is not None:
+                    value = f"{value[0]}/{value[1]}"
                 out[name] = {"value": value, "source": opt.source}
         out["resolved"] = self.resolved
         return out
+
+
+def _add_cell_arguments(p: argparse.ArgumentParser) -> None:
+    """What both `run` and `gate` take: backends, where and how cells run, scenarios, verdict rules."""
+    p.add_argument(
+        "--backend",
+        action="append",
+        metavar="NAME",
+        help=f"backend store, repeatable ({', '.join(backend_names())}); default: the profile's",
+    )
+    p.add_argument("--results-dir", metavar="DIR", help="where runs are written (default: results/)")
+    p.add_argument("-k", dest="select", metavar="EXPR", help="select cells by id, as pytest -k does")
+    p.add_argument("-n", "--jobs", type=int, metavar="N", help="cells in parallel (default: CPU count)")
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help="where servers and databases run (default: auto = docker when an engine answers)",
+    )
+    p.add_argument(
+        "--docker-network",
+        choices=("auto", "host", "bridge"),
+        help="docker runtime networking (default: auto = bridge when the daemon has one)",
+    )
+    p.add_argument(
+        "--base-image",
+        metavar="IMAGE",
+        help="base of server images (default: python:X.Y-slim, else a bootstrapped Debian)",
+    )
+    for backend, default in images.DEFAULT_DB_IMAGES.items():
+        p.add_argument(
+            f"--{backend}-image", metavar="IMAGE", help=f"{backend} image for docker (default {default})"
+        )
+    p.add_argument(
+        "--scenarios",
+        metavar="A,B",
+        help=f"built-in scenarios to run (default: all: {', '.join(scenarios.all_names())}; `none` for "
+        "only your own scripts)",
+    )
+    p.add_argument(
+        "--scenario",
+        action="append",
+        metavar="PATH",
+        dest="scripts",
+        help="your own MLflow script, run unmodified by every client as a scenario (repeatable)",
+    )
+    p.add_argument(
+        "--expectations",
+        metavar="FILE",
+        help="declared incompatibilities (default: the shipped harness/data/expectations.toml)",
+    )
+    p.add_argument(
+        "--allow-xpass", action="store_true", help="a declared failure that passed (stale) does not fail"
+    )
+    p.add_argument("--keep-stores", action="store_true", help="keep each cell's store for inspection")
+    for backend in DATABASE_BACKENDS:
+        p.add_argument(
+            f"--{backend}-url",
+            metavar="URL",
+            help=f"use this {backend} server (per-cell databases are created and dropped there); "
+            f"default: start a local one (env {databases.URL_ENV[backend]})",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mlflow-compat", description="MLflow client/server compatibility across upgrades.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run the compatibility matrix and write a report")
-    run.add_argument(
-        "--backend",
-        action="append",
-        metavar="NAME",
-        help=f"backend store, repeatable ({', '.join(backend_names())}); default: the profile's",
-    )
+    _add_cell_arguments(run)
     run.add_argument("--from", dest="from_", metavar="VERSION", help="upgrade from this MLflow (with --to)")
     run.add_argument("--to", metavar="VERSION", help="upgrade to this MLflow (with --from)")
     run.add_argument(
@@ -121,52 +191,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--clients", metavar="V1,V2", help="client versions for every cell (default: the path's ends)"
     )
-    run.add_argument("--results-dir", metavar="DIR", help="where runs are written (default: results/)")
-    run.add_argument("-k", dest="select", metavar="EXPR", help="select cells by id, as pytest -k does")
-    run.add_argument("-n", "--jobs", type=int, metavar="N", help="cells in parallel (default: CPU count)")
-    run.add_argument(
-        "--runtime",
-        choices=RUNTIMES,
-        help="where servers and databases run (default: auto = docker when an engine answers)",
+    run.add_argument("--profile", default=None, help="default matrix profile: smoke, nightly, full")
+    run.add_argument("--compare", metavar="RUN_DIR", help="list what changed since this earlier run")
+    run.add_argument("--shard", metavar="I/N", help="run only the I-th of N deterministic shares of cells")
+    run.add_argument("--list", action="store_true", help="print the cells this run would have, start nothing")
+    gate = sub.add_parser("gate", help="may we bump MLflow to this candidate? exit 0 only if so")
+    gate.add_argument(
+        "--candidate", required=True, metavar="SPEC", help="a version, a wheel, or a dir of wheels"
     )
-    run.add_argument(
-        "--docker-network",
-        choices=("auto", "host", "bridge"),
-        help="docker runtime networking (default: auto = bridge when the daemon has one)",
+    gate.add_argument(
+        "--baseline", metavar="VERSION", help="upgrade from this (default: the newest release below)"
     )
-    run.add_argument(
-        "--base-image",
-        metavar="IMAGE",
-        help="base of server images (default: python:X.Y-slim, else a bootstrapped Debian)",
+    _add_cell_arguments(gate)
+    gate.set_defaults(
+        from_=None, to=None, path=None, clients=None, profile=None, compare=None, shard=None, list=False
     )
-    for backend, default in images.DEFAULT_DB_IMAGES.items():
-        run.add_argument(
-            f"--{backend}-image", metavar="IMAGE", help=f"{backend} image for docker (default {default})"
-        )
-    run.add_argument("--profile", default=None, help="default matrix profile (default: smoke)")
-    run.add_argument(
-        "--scenarios",
-        metavar="A,B",
-        help=f"built-in scenarios to run (default: all: {', '.join(scenarios.all_names())}; `none` for "
-        "only your own scripts)",
-    )
-    run.add_argument(
-        "--scenario",
-        action="append",
-        metavar="PATH",
-        dest="scripts",
-        help="your own MLflow script, run unmodified by every client as a scenario (repeatable)",
-    )
-    run.add_argument("--keep-stores", action="store_true", help="keep each cell's store for inspection")
-    for backend in DATABASE_BACKENDS:
-        run.add_argument(
-            f"--{backend}-url",
-            metavar="URL",
-            help=f"use this {backend} server (per-cell databases are created and dropped there); "
-            f"default: start a local one (env {databases.URL_ENV[backend]})",
-        )
-    report = sub.add_parser("report", help="render report.md again from a run's results.json")
-    report.add_argument("run_dir", type=Path)
+    report = sub.add_parser("report", help="render a run's reports again, compare runs, merge shards")
+    report.add_argument("run_dir", type=Path, nargs="?", help="a run directory (results/<run-id>)")
+    report.add_argument("--compare", type=Path, metavar="PREVIOUS", help="list what changed since PREVIOUS")
+    report.add_argument("--merge", type=Path, nargs="+", metavar="DIR", help="join shard runs into one")
+    report.add_argument("--out", type=Path, metavar="DIR", help="with --merge: the merged run's directory")
     imgs = sub.add_parser("images", help="build server (and database) images ahead of a docker run")
     imgs.add_argument(
         "versions", nargs="*", metavar="VERSION", help="MLflow specs to build server images for"
@@ -248,6 +292,22 @@ def parse_run_options(args: argparse.Namespace) -> RunOptions:
     if not names and not scripts.value:
         raise BadInput("--scenarios none leaves nothing to run: add --scenario PATH")
 
+    declared = _opt(args.expectations, "MLFLOW_COMPAT_EXPECTATIONS", None)
+    try:
+        expectations.load(Path(declared.value) if declared.value else None)
+    except expectations.ExpectationError as exc:
+        raise BadInput(str(exc)) from None
+    if declared.value:
+        declared.value = Path(declared.value).resolve()
+    compare = _opt(args.compare, None, None)
+    if compare.value is not None:
+        compare.value = Path(compare.value).resolve()
+        if not (compare.value / "results.json").is_file():
+            raise BadInput(f"--compare {args.compare}: no results.json there (a run directory is needed)")
+    shard = _opt(args.shard, "MLFLOW_COMPAT_SHARD", None)
+    if shard.value is not None:
+        shard.value = _shard(shard.value)
+
     results_dir = _opt(args.results_dir, "MLFLOW_COMPAT_RESULTS_DIR", "results")
     results_dir.value = Path(results_dir.value).resolve()
     _check_writable(results_dir.value)
@@ -282,9 +342,29 @@ def parse_run_options(args: argparse.Namespace) -> RunOptions:
         profile=profile,
         scenarios=chosen,
         scripts=scripts,
+        expectations=declared,
+        allow_xpass=Option(args.allow_xpass, "command line" if args.allow_xpass else "default"),
+        compare=compare,
+        shard=shard,
         database_urls=urls,
         images=image_opts,
     )
+
+
+def _shard(text: str) -> tuple[int, int]:
+    i, _, n = text.partition("/")
+    if not (i.isdigit() and n.isdigit()) or not 1 <= int(i) <= int(n):
+        raise BadInput(f"--shard {text}: expected I/N with 1 <= I <= N, e.g. 2/4")
+    return int(i), int(n)
+
+
+def take_shard(cells: list[CellPlan], shard: tuple[int, int] | None) -> list[CellPlan]:
+    """The I-th of N shares: cells sorted by id, every N-th from the I-th (the same on every machine)."""
+    if shard is None:
+        return cells
+    i, n = shard
+    ordered = sorted(cells, key=lambda c: c.id)
+    return [c for k, c in enumerate(ordered) if k % n == i - 1]
 
 
 def _script(text: str) -> Path:
@@ -325,6 +405,7 @@ def resolve(opts: RunOptions) -> None:
         if network.value == "auto":
             network.value = "bridge" if bridge else "host"
             opts.resolved["docker_network"] = network.value
+    discover_paths(opts)
     specs = [s for p in opts.paths.value for s in p] + list(opts.clients.value or ())
     releases = [s for s in specs if s.kind in (SpecKind.RELEASE, SpecKind.LATEST)]
     if not releases:
@@ -357,9 +438,40 @@ def resolve(opts: RunOptions) -> None:
         def pin(spec: Spec) -> Spec:
             return spec.resolved(latest) if spec.kind is SpecKind.LATEST else spec
 
-        opts.paths.value = [tuple(pin(s) for s in p) for p in opts.paths.value]
+        pinned = [tuple(pin(s) for s in p) for p in opts.paths.value]
+        # A discovered FROM that is itself the newest release has nothing to upgrade to.
+        opts.paths.value = [p for p in pinned if len({s.label for s in p}) > 1]
         if opts.clients.value:
             opts.clients.value = tuple(pin(s) for s in opts.clients.value)
+
+
+def discover_paths(opts: RunOptions) -> None:
+    """A discovered profile (nightly, full): FROM versions from the index, each upgraded to the profile's
+    `to`, plus its fixed paths. What was left out, and why, is recorded for the report."""
+    profile = default_matrix(opts.profile.value)
+    if not profile.get("discover") or not opts.paths.source.startswith("profile"):
+        return
+    try:
+        known = index.releases()
+    except index.IndexError_ as exc:
+        raise BadInput(f"profile {opts.profile.value}: cannot read the package index: {exc}") from None
+    found, excluded = discover(profile["discover"], profile["since"], known)
+    by_version = {r.version: r for r in known}
+    usable = []
+    for version in found:
+        if pythons.pick(by_version[version].requires_python, version.python_max()) is None:
+            excluded.append(f"{version}: no installed Python satisfies {by_version[version].requires_python}")
+        else:
+            usable.append(version)
+    to = parse_spec(profile["to"])
+    extra = opts.paths.value
+    opts.paths.value = [(parse_spec(str(v)), to) for v in usable if to.version is None or v < to.version]
+    opts.paths.value += extra
+    opts.paths.source = f"profile {opts.profile.value}, discovered from the package index"
+    opts.resolved["discovered"] = ", ".join(str(v) for v in usable)
+    if excluded:
+        opts.resolved["excluded"] = "; ".join(excluded)
+        print(f"mlflow-compat: left out: {'; '.join(excluded)}", file=sys.stderr)
 
 
 # -- plan, prepare, execute ------------------------------------------------------------------------------
@@ -417,6 +529,8 @@ def execute(opts: RunOptions, run_dir: Path, ncells: int) -> int:
     args += ["-n", str(jobs), "--dist", "load"] if jobs > 1 else ["-p", "no:xdist"]
     if opts.keep_stores.value:
         args.append("--compat-keep-stores")
+    if opts.expectations.value:
+        args += ["--compat-expectations", str(opts.expectations.value)]
     return int(pytest.main(args))
 
 
@@ -466,17 +580,32 @@ def update_latest_link(results_dir: Path, run_dir: Path) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     opts = parse_run_options(args)
+    if args.list:
+        resolve(opts)
+        for cell in take_shard(plan(opts), opts.shard.value):
+            print(cell.id)
+        for key, value in opts.resolved.items():
+            print(f"# {key}: {value}", file=sys.stderr)
+        return ExitCode.OK
+    run, run_dir = run_matrix(opts)
+    print_summary(run, run_dir)
+    return run.exit_code()
+
+
+def run_matrix(opts: RunOptions) -> tuple[RunResult, Path]:
+    """The pipeline: resolve, plan, shard, prepare, select, start databases, execute, collect, report."""
     resolve(opts)
-    cells = plan(opts)
+    cells = take_shard(plan(opts), opts.shard.value)
     owner.claim()  # everything this run starts from here on is this process's, for `clean` to judge
     run_dir = prepare(opts, cells)
-    cells = select(opts, run_dir, cells)
+    cells = select(opts, run_dir, cells) if cells else []
     started = datetime.now(UTC).isoformat(timespec="seconds")
     print(f"mlflow-compat: {len(cells)} cells; results in {run_dir}", flush=True)
-    interrupted = False
+    interrupted, code = False, 0
     started_servers = start_databases(opts, {c.backend for c in cells}, run_dir.name)
     try:
-        code = execute(opts, run_dir, len(cells))
+        if cells:
+            code = execute(opts, run_dir, len(cells))
     except KeyboardInterrupt:
         code, interrupted = pytest.ExitCode.INTERRUPTED, True
     finally:
@@ -494,10 +623,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         harness_version=__version__,
         interrupted=interrupted,
     )
-    write_reports(run, run_dir)
+    run.allow_xpass = bool(opts.allow_xpass.value)
+    previous = load_run(opts.compare.value) if opts.compare.value else None
+    write_reports(run, run_dir, previous)
     update_latest_link(opts.results_dir.value, run_dir)
-    print_summary(run, run_dir)
-    return run.exit_code()
+    return run, run_dir
 
 
 def print_summary(run: RunResult, run_dir: Path) -> None:
@@ -505,7 +635,14 @@ def print_summary(run: RunResult, run_dir: Path) -> None:
     from rich.table import Table
 
     console = Console(stderr=False)
-    colours = {"pass": "green", "fail": "red", "error": "yellow", "skip": "dim"}
+    colours = {
+        "pass": "green",
+        "fail": "red",
+        "error": "yellow",
+        "skip": "dim",
+        "xfail": "blue",
+        "xpass": "magenta",
+    }
     table = Table(title=f"mlflow-compat run {run.run_id}")
     for col in ("cell", "status", "seconds", "summary"):
         table.add_column(col)
@@ -520,12 +657,86 @@ def print_summary(run: RunResult, run_dir: Path) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import load_run
+    """Render a run's reports again (with --compare, against an earlier run), or merge shard runs."""
+    from harness.compare import merge
 
-    run = load_run(args.run_dir)
-    write_reports(run, args.run_dir)
-    print(args.run_dir / "report.md")
+    def load(path: Path, what: str) -> RunResult:
+        if not (path / "results.json").is_file():
+            raise BadInput(f"{what} {path}: no results.json there (a run directory is needed)")
+        return load_run(path)
+
+    if args.merge:
+        if args.run_dir is not None:
+            raise BadInput("--merge takes the shard directories; name the output with --out")
+        shards = [load(p, "--merge") for p in args.merge]
+        out = (args.out or Path("results") / f"merged-{datetime.now(UTC):%Y%m%dT%H%M%SZ}").resolve()
+        try:
+            run = merge(shards, out.name)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        out.mkdir(parents=True, exist_ok=True)
+        for shard_dir in args.merge:  # the cells' logs travel with the merged report
+            if (shard_dir / "cells").is_dir():
+                shutil.copytree(shard_dir / "cells", out / "cells", dirs_exist_ok=True)
+        run_dir = out
+    else:
+        if args.run_dir is None:
+            raise BadInput("report needs a run directory (or --merge DIR...)")
+        run, run_dir = load(args.run_dir, "report"), args.run_dir
+    previous = load(args.compare, "--compare") if args.compare else None
+    write_reports(run, run_dir, previous)
+    print(run_dir / "report.md")
     return run.exit_code()
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    """Upgrade from the baseline and from the oldest supported version to the candidate, old clients against
+    the candidate server and the candidate client against old servers, on every backend; then a verdict."""
+    try:
+        candidate = parse_spec(args.candidate)
+    except SpecError as exc:
+        raise BadInput(str(exc)) from None
+    oldest = oldest_supported()
+    baseline = args.baseline or newest_release_below(candidate)
+    args.path = list(dict.fromkeys(f"{v}:{args.candidate}" for v in (baseline, oldest)))
+    opts = parse_run_options(args)
+    run, run_dir = run_matrix(opts)
+    print_summary(run, run_dir)
+    print_verdict(run, run_dir, candidate.label, baseline, oldest)
+    return run.exit_code()
+
+
+def newest_release_below(candidate: Spec) -> str:
+    if candidate.version is None:
+        raise BadInput("--candidate latest: name a version, a wheel or a directory of wheels")
+    try:
+        known = index.releases()
+    except index.IndexError_ as exc:
+        raise BadInput(f"cannot find a baseline below {candidate.label} ({exc}); pass --baseline") from None
+    below = [r.version for r in known if r.version < candidate.version and not r.version.release.is_prerelease
+             and r.version.broken_reason() is None]  # fmt: skip
+    if not below:
+        raise BadInput(f"no release below {candidate.label} to use as the baseline; pass --baseline")
+    return str(max(below))
+
+
+def print_verdict(run: RunResult, run_dir: Path, candidate: str, baseline: str, oldest: str) -> None:
+    """A few lines a release manager reads: the decision, then each unexpected check and its logs."""
+    unexpected = [(cell, check) for cell in run.cells for check in cell.checks
+                  if check.status in (Status.FAIL, Status.ERROR)
+                  or (check.status is Status.XPASS and not run.allow_xpass)]  # fmt: skip
+    code = run.exit_code()
+    verdict = "PASS" if code == ExitCode.OK else "FAIL"
+    print(f"gate: {verdict}: candidate {candidate} (from baseline {baseline} and oldest {oldest}; "
+          f"{len(run.cells)} cells, {sum(len(c.checks) for c in run.cells)} checks)")  # fmt: skip
+    for cell, check in unexpected:
+        who = " ".join(x for x in (check.scenario, check.client and f"client {check.client}",
+                                   check.server and f"server {check.server}") if x)  # fmt: skip
+        print(f"  {check.status.value}: {cell.id} {check.phase}/{check.name} {who}: {check.detail[:200]}")
+        for log in check.logs[:2]:
+            print(f"      log: {run_dir / 'cells' / cell.dir / log}")
+    if run.not_run:
+        print(f"  not run: {', '.join(run.not_run)}")
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -572,7 +783,7 @@ def cmd_clean(_args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "images": cmd_images, "clean": cmd_clean}
+COMMANDS = {"run": cmd_run, "gate": cmd_gate, "report": cmd_report, "images": cmd_images, "clean": cmd_clean}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,11 +8,16 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from packaging.version import Version
 
 from harness.scenarios import all_names
 from harness.specs import Spec, parse_path, parse_spec
 from harness.versions import MlflowVersion
+
+if TYPE_CHECKING:
+    from harness.index import Release
 
 
 @functools.cache
@@ -22,6 +27,41 @@ def _matrix_data() -> dict[str, Any]:
 
 def default_matrix(profile: str = "smoke") -> dict[str, Any]:
     return _matrix_data()["profile"][profile]
+
+
+def profiles() -> list[str]:
+    return list(_matrix_data()["profile"])
+
+
+def oldest_supported() -> str:
+    """The oldest MLflow a gate upgrades a candidate from (besides the baseline)."""
+    return str(_matrix_data()["gate"]["oldest"])
+
+
+DISCOVERY = ("newest-patch-per-minor", "every-patch")
+
+
+def discover(kind: str, since: str, releases: list[Release]) -> tuple[list[MlflowVersion], list[str]]:
+    """FROM versions for a discovered profile, and why the releases left out were left out."""
+    kept: list[MlflowVersion] = []
+    excluded: list[str] = []
+    for release in releases:
+        if release.version.release < Version(since) or release.version.release.is_prerelease:
+            continue  # pre-releases are never candidates for a nightly; not worth listing either
+        if why := release.excluded_reason:
+            excluded.append(f"{release.version}: {why}")
+        else:
+            kept.append(release.version)
+    if kind == "every-patch":
+        return sorted(kept), excluded
+    newest: dict[tuple[int, int], MlflowVersion] = {}
+    first: dict[int, MlflowVersion] = {}
+    for v in kept:
+        major, minor = v.release.major, v.release.minor
+        newest[(major, minor)] = max(v, newest.get((major, minor), v))
+        if minor == 0:  # a major's first release (X.0.0, or the first X.0.* that is not excluded)
+            first[major] = min(v, first.get(major, v))
+    return sorted(set(newest.values()) | set(first.values())), excluded
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The pytest plugin that turns a plan file into one pytest item per cell.
 
 So `-k`, pytest-xdist's `-n` and JUnit XML come for free. A cell runs in its item's setup; the verdict
-maps onto pytest's outcomes: pass -> passed, fail -> failed, error (infrastructure) -> error (JUnit
-<error>, never <failure>), skip -> skipped.
+maps onto pytest's outcomes: pass -> passed, fail and xpass (a stale declaration) -> failed, error
+(infrastructure) -> error (JUnit <error>, never <failure>), skip -> skipped, xfail -> xfailed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from harness import procs
+from harness import expectations, procs
 from harness.cell import CellContext, run_cell
 from harness.databases import URL_ENV, DatabaseServer, connect, parse_admin_url
 from harness.envs import EnvCache
@@ -40,6 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mlflow-compat")
     group.addoption("--compat-run-dir", help="the run's results directory")
     group.addoption("--compat-keep-stores", action="store_true", help="keep each cell's store after the run")
+    group.addoption("--compat-expectations", help="declared incompatibilities (default: the shipped file)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -95,6 +96,7 @@ class CellItem(pytest.Item):
 
     def setup(self) -> None:
         run_dir = Path(self.config.getoption("--compat-run-dir") or tempfile.mkdtemp(prefix="mlflow-compat-"))
+        declared = self.config.getoption("--compat-expectations")
         ctx = CellContext(
             cell_dir=run_dir / "cells" / self.plan.slug,
             runtime=get_runtime(
@@ -104,16 +106,19 @@ class CellItem(pytest.Item):
             keep_store=bool(self.config.getoption("--compat-keep-stores")),
             databases=run_databases(self.config),
             run_id=run_dir.name,
+            expectations=expectations.load(Path(declared) if declared else None),
         )
         self.result = run_cell(self.plan, ctx)
         if self.result.status is Status.ERROR:
             raise CellInfrastructureError(self.result.summary)
         if self.result.status is Status.SKIP:
             pytest.skip(self.result.summary or "every check was skipped")
+        if self.result.status is Status.XFAIL:
+            pytest.xfail(self.result.summary)
 
     def runtest(self) -> None:
         assert self.result is not None
-        if self.result.status is Status.FAIL:
+        if self.result.status in (Status.FAIL, Status.XPASS):
             raise CellFailed(self.result.summary)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
@@ -129,7 +134,7 @@ def describe_failures(result: CellResult) -> str:
     """The failing checks of a cell, with where to look: what pytest and JUnit show for it."""
     lines = [f"{result.id}: {result.status.value} — {result.summary}"]
     for check in result.checks:
-        if check.status in (Status.FAIL, Status.ERROR):
+        if check.status in (Status.FAIL, Status.ERROR, Status.XPASS):
             who = " ".join(
                 x
                 for x in (

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from packaging.version import InvalidVersion, Version
 
+from harness.compare import Changes, compare
 from harness.plan import CellPlan
-from harness.results import CellResult, RunResult, Status
+from harness.results import CellResult, Check, RunResult, Status, worst
 
-SYMBOL = {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error", "skip": "⏭️ skip"}
+SYMBOL = {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error", "skip": "⏭️ skip", "xfail": "☑️ xfail",
+          "xpass": "❗ xpass"}  # fmt: skip
+DIRECTIONS = ("old client → new server", "new client → old server", "store and upgrade")
 
 
 def collect(
@@ -56,6 +61,7 @@ def load_run(run_dir: Path) -> RunResult:
         cells=[CellResult.from_json(c) for c in data["cells"]],
         interrupted=data["interrupted"],
         not_run=data["not_run"],
+        allow_xpass=data.get("allow_xpass", False),
     )
 
 
@@ -88,27 +94,92 @@ def _scenario_totals(run: RunResult) -> list[tuple[str, dict[str, int]]]:
     return sorted(totals.items())
 
 
-def render_markdown(run: RunResult) -> str:
-    env = Environment(
+def _environment(autoescape: bool) -> Environment:
+    return Environment(
         loader=PackageLoader("harness", "templates"),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        autoescape=autoescape,
     )
+
+
+def _direction(check: Check) -> str:
+    """Which way a check goes: an old client against a newer server, a new client against an older one,
+    or neither (the store, the upgrade, servers, same-version clients)."""
+    if check.client and check.server:
+        try:
+            client, server = Version(check.client.split("@")[0]), Version(check.server.split("@")[0])
+        except InvalidVersion:
+            return DIRECTIONS[2]
+        if client < server:
+            return DIRECTIONS[0]
+        if client > server:
+            return DIRECTIONS[1]
+    return DIRECTIONS[2]
+
+
+@dataclass
+class HtmlCell:
+    result: CellResult
+    directions: dict[str, str]  # direction -> worst status of its checks
+
+
+def _html_cells(run: RunResult) -> list[HtmlCell]:
+    out = []
+    for cell in run.cells:
+        by: dict[str, list[Status]] = defaultdict(list)
+        for check in cell.checks:
+            by[_direction(check)].append(check.status)
+        out.append(HtmlCell(cell, {d: worst(statuses).value for d, statuses in by.items()}))
+    return out
+
+
+def render_html(run: RunResult, changes: Changes | None = None) -> str:
+    """report.html: the grid (upgrade path x backend x direction), each square opening its cell's checks,
+    timings, components and excerpts. Self-contained: no network is needed to view it."""
+    backends, _ = _grid(run)
+    cells = _html_cells(run)
+    grid: dict[str, dict[str, HtmlCell]] = defaultdict(dict)
+    for cell in cells:
+        grid[cell.result.id.split(":", 1)[1]][cell.result.backend] = cell
+    return (
+        _environment(autoescape=True)
+        .get_template("report.html.j2")
+        .render(
+            run=run,
+            counts=run.counts(),
+            statuses=[s.value for s in Status],
+            backends=backends,
+            directions=DIRECTIONS,
+            grid=list(grid.items()),
+            cells=cells,
+            wall=_wall_seconds(run),
+            changes=changes,
+        )
+    )
+
+
+def render_markdown(run: RunResult, changes: Changes | None = None) -> str:
     backends, rows = _grid(run)
-    bad = [c for c in run.cells if c.status in (Status.FAIL, Status.ERROR)]
-    return env.get_template("report.md.j2").render(
-        run=run,
-        counts=run.counts(),
-        backends=backends,
-        rows=rows,
-        bad=bad,
-        symbol=SYMBOL,
-        phases=_phase_totals(run),
-        scenarios=_scenario_totals(run),
-        wall=_wall_seconds(run),
-        Status=Status,
+    bad = [c for c in run.cells if c.status in (Status.FAIL, Status.ERROR, Status.XPASS)]
+    return (
+        _environment(autoescape=False)
+        .get_template("report.md.j2")
+        .render(
+            run=run,
+            counts=run.counts(),
+            backends=backends,
+            rows=rows,
+            bad=bad,
+            symbol=SYMBOL,
+            phases=_phase_totals(run),
+            scenarios=_scenario_totals(run),
+            changes=changes,
+            wall=_wall_seconds(run),
+            Status=Status,
+        )
     )
 
 
@@ -119,6 +190,9 @@ def _wall_seconds(run: RunResult) -> float:
         return 0.0
 
 
-def write_reports(run: RunResult, run_dir: Path) -> None:
+def write_reports(run: RunResult, run_dir: Path, previous: RunResult | None = None) -> None:
+    """results.json, report.md and report.html; with ``previous``, both reports list what changed."""
+    changes = compare(previous, run) if previous is not None else None
     (run_dir / "results.json").write_text(json.dumps(run.to_json(), indent=2))
-    (run_dir / "report.md").write_text(render_markdown(run))
+    (run_dir / "report.md").write_text(render_markdown(run, changes))
+    (run_dir / "report.html").write_text(render_html(run, changes))

@@ -14,12 +14,15 @@ class Status(StrEnum):
     FAIL = "fail"  # MLflow misbehaved: an incompatibility
     ERROR = "error"  # the harness or the machine failed: infrastructure, never blamed on MLflow
     SKIP = "skip"  # not applicable, with a reason
+    XFAIL = "xfail"  # failed as declared in the expectations, with the declared error
+    XPASS = "xpass"  # declared to fail but passed: the declaration is stale
 
 
 def worst(statuses: list[Status]) -> Status:
-    """A cell's status from its checks': any failure makes it `fail` (an incompatibility outranks an
-    infrastructure error), then any error; skipped checks do not count unless nothing else ran."""
-    for status in (Status.FAIL, Status.ERROR):
+    """A cell's status from its checks': an unexpected failure outranks an infrastructure error, which
+    outranks a stale declaration (xpass), then a declared failure (xfail); skipped checks do not count
+    unless nothing else ran."""
+    for status in (Status.FAIL, Status.ERROR, Status.XPASS, Status.XFAIL):
         if status in statuses:
             return status
     if statuses and all(s is Status.SKIP for s in statuses):
@@ -48,6 +51,7 @@ class Check:
     seconds: float = 0.0
     logs: list[str] = field(default_factory=list)  # paths relative to the cell's directory
     excerpt: str | None = None  # the part of a log or traceback that explains a failure
+    expected: str | None = None  # the id of the declared incompatibility this check failed as (xfail)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,8 +93,14 @@ class CellResult:
     def finish(self) -> None:
         self.status = worst([c.status for c in self.checks]) if self.checks else Status.ERROR
         bad = [
-            c for c in self.checks if c.status == self.status and self.status in (Status.FAIL, Status.ERROR)
+            c
+            for c in self.checks
+            if c.status == self.status and self.status in (Status.FAIL, Status.ERROR, Status.XPASS)
         ]
+        if self.status is Status.XFAIL:
+            declared = sorted({c.expected for c in self.checks if c.status is Status.XFAIL and c.expected})
+            n = sum(c.status is Status.XFAIL for c in self.checks)
+            self.summary = f"{n} check(s) failed as declared: {', '.join(declared)}"
         if bad:
             first = bad[0]
             where = " ".join(x for x in (first.phase, first.name, _who(first)) if x)
@@ -138,10 +148,11 @@ class RunResult:
     cells: list[CellResult]
     interrupted: bool = False
     not_run: list[str] = field(default_factory=list)  # planned cells with no result (crash, Ctrl-C)
+    allow_xpass: bool = False  # a stale declaration does not fail the run
 
     def exit_code(self) -> int:
         statuses = [c.status for c in self.cells]
-        if Status.FAIL in statuses:
+        if Status.FAIL in statuses or (Status.XPASS in statuses and not self.allow_xpass):
             return ExitCode.FAILED
         if Status.ERROR in statuses or self.not_run or self.interrupted:
             return ExitCode.INFRA_ONLY
@@ -161,6 +172,7 @@ class RunResult:
             "harness_version": self.harness_version,
             "options": self.options,
             "interrupted": self.interrupted,
+            "allow_xpass": self.allow_xpass,
             "counts": self.counts(),
             "exit_code": self.exit_code(),
             "not_run": self.not_run,

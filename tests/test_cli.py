@@ -27,6 +27,10 @@ from tests.conftest import run_cli
         (["--scenarios", "none"], "--scenarios none leaves nothing to run"),
         (["--scenario", "no/such/train.py"], "--scenario no/such/train.py: no such file"),
         (["--scenario", "README.md"], "--scenario README.md: not a Python script (.py)"),
+        (["--shard", "3/2"], "--shard 3/2: expected I/N with 1 <= I <= N"),
+        (["--shard", "two"], "--shard two: expected I/N"),
+        (["--expectations", "no/such.toml"], "no/such.toml: [Errno 2] No such file or directory"),
+        (["--compare", "no/such/run"], "--compare no/such/run: no results.json there"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
@@ -70,3 +74,35 @@ def test_bad_database_urls_are_refused_without_showing_passwords(
     proc = run_cli("run", "--results-dir", str(tmp_path / "r"), "--backend", "postgres", *args, timeout=120)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert "s3cret" not in proc.stderr
+
+
+def test_list_shows_the_cells_a_discovered_profile_would_run_and_starts_nothing(tmp_path: Path) -> None:
+    """--profile nightly, read from the real package index: the newest patch of each minor from 1.30 on,
+    the majors' first releases, the patch-release paths; yanked and broken releases named as left out."""
+    results = tmp_path / "results"
+    proc = run_cli("run", "--profile", "nightly", "--backend", "sqlite", "--runtime", "local", "--list",
+                   "--shard", "1/1", "--results-dir", str(results), timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cells = proc.stdout.split()
+    latest = next(line for line in proc.stderr.splitlines() if line.startswith("# latest: ")).split()[-1]
+    for cell in ("sqlite:1.30.1", "sqlite:2.0.1", "sqlite:2.22.5", "sqlite:3.0.0"):
+        assert f"{cell}->{latest}" in cells
+    assert "sqlite:3.0.0->3.0.1" in cells and "sqlite:3.1.0->3.1.1" in cells
+    assert not any(c.startswith(("sqlite:2.0.0->", "sqlite:1.29")) for c in cells)
+    assert "2.0.0: yanked on the index" in proc.stderr
+    assert not results.exists(), "listing starts nothing and writes nothing"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--candidate", "./no/such/wheels"], "no such wheel or directory"),
+        (["--candidate", "latest"], "--candidate latest: name a version, a wheel or a directory of wheels"),
+        (["--candidate", "0.0.1"], "no release below 0.0.1 to use as the baseline"),
+        (["--baseline", "2.22.5"], "the following arguments are required: --candidate"),
+    ],
+)
+def test_gate_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = run_cli("gate", "--results-dir", str(tmp_path / "r"), *args, timeout=300)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

@@ -35,3 +35,35 @@ def test_plan_roundtrip_pins_latest() -> None:
     back = CellPlan.from_json(data)
     assert [s.label for s in back.path] == ["1.30.1", "3.17.2"]
     assert back.scenarios == cell.scenarios and back.scripts == cell.scripts
+
+
+def test_discovery_keeps_newest_patches_and_major_firsts_and_says_what_it_left_out() -> None:
+    from packaging.specifiers import SpecifierSet
+
+    from harness.index import Release
+    from harness.plan import discover
+    from harness.versions import MlflowVersion
+
+    def rel(v: str, yanked: bool = False) -> Release:
+        return Release(MlflowVersion.parse(v), yanked, SpecifierSet(">=3.8"))
+
+    known = [rel(v) for v in ("1.29.0", "1.30.0", "1.30.1", "2.0.1", "2.1.0", "2.1.1", "3.0.0", "3.0.1")]
+    known += [rel("2.0.0", yanked=True), rel("3.18.0"), rel("3.1.0rc1")]
+    found, excluded = discover("newest-patch-per-minor", "1.30", known)
+    assert [str(v) for v in found] == ["1.30.1", "2.0.1", "2.1.1", "3.0.0", "3.0.1"]
+    assert sorted(excluded) == [
+        "2.0.0: yanked on the index",
+        "3.18.0: pins mlflow-skinny==3.18.0, which the index does not have: unresolvable",
+    ]
+    every, _ = discover("every-patch", "2.1", known)
+    assert [str(v) for v in every] == ["2.1.0", "2.1.1", "3.0.0", "3.0.1"]
+
+
+def test_shards_split_cells_deterministically_and_completely() -> None:
+    from harness.cli import take_shard
+
+    cells = plan_cells(["file", "sqlite", "postgres"], default_paths(), None, "local")
+    shards = [take_shard(list(reversed(cells)), (i, 4)) for i in range(1, 5)]
+    ids = [c.id for shard in shards for c in shard]
+    assert sorted(ids) == sorted(c.id for c in cells) and len(ids) == len(set(ids))
+    assert [c.id for c in take_shard(cells, (2, 4))] == [c.id for c in shards[1]]  # order-independent
