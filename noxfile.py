@@ -33,6 +33,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def faults(session: nox.Session) -> None:
+    """Faults injected for real (killed server, crashed database, taken port, hung client, Ctrl-C, ...)."""
+    _install(session, "dev")
+    session.run("pytest", "-n", "2", "-m", "fault", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff on the package, the scenarios and the tests."""
     session.install("ruff>=0.6")

@@ -205,7 +205,10 @@ class DatabaseStore(Store):
         return {**self.db.describe(), "database": self.database}
 
     def close(self) -> None:
-        self.db.drop(self.database)
+        try:
+            self.db.drop(self.database)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"database {self.database} could not be dropped: {exc}") from exc
 
 
 @dataclass

@@ -11,6 +11,8 @@
             (a multi-hop path repeats upgrade/after per hop: upgrade-1, after-1, upgrade-2, ...)
   rollback  FROM server on the upgraded store (a refusal is the documented outcome), then restore the
             backup and show that the FROM server serves the pre-upgrade runs again, intact
+  account   acked writes: every record a client saw acknowledged was read back intact after every hop
+            (and after the restore); then the declared expectations turn known failures into xfail
 
 Each step is a Check. A step whose failure makes the rest meaningless (a server that will not start,
 a failed upgrade, a broken backup) ends the cell early; client steps never do.
@@ -36,7 +38,7 @@ from harness.envs import Env, EnvCache, EnvError
 from harness.expectations import Expectation
 from harness.expectations import apply as apply_expectations
 from harness.plan import CellPlan
-from harness.results import CellResult, Check, Status
+from harness.results import CellResult, Check, Status, worst
 from harness.runtime import RunningServer, Runtime
 from harness.scenarios import Scenario, resolve
 from harness.server import ServerStartError, StartFailure
@@ -48,6 +50,8 @@ UPGRADE_TIMEOUT_S = 900.0
 
 # A hook a test may pass to change the store behind the clients' backs at a named point of the timeline.
 Tamper = Callable[[str, Store], None]
+# A hook a fault test may pass: called with the phase and the server, right after every server start.
+OnServer = Callable[[str, RunningServer], None]
 
 
 class Abort(Exception):
@@ -66,9 +70,20 @@ class CellContext:
     work_root: Path | None = None  # where stores are made; a fresh temp dir under it, removed at the end
     keep_store: bool = False
     tamper: Tamper | None = None
+    on_server: OnServer | None = None
     databases: dict[str, DatabaseServer] = field(default_factory=dict)  # the run's servers, by backend
     run_id: str = "adhoc"
     expectations: tuple[Expectation, ...] = ()  # declared incompatibilities, applied when the cell ends
+
+
+@dataclass
+class Account:
+    """What the acked-writes check found: records never read back, and records reads did not confirm."""
+
+    check: Check
+    lost: list[str] = field(default_factory=list)
+    unconfirmed: list[str] = field(default_factory=list)
+    reads: list[Check] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +92,13 @@ class Cell:
     ctx: CellContext
     result: CellResult = field(init=False)
     written: list[Written] = field(default_factory=list)
+    # Every acknowledged write must be read back intact in every later phase where a client can read it:
+    # the (record key, phase) pairs some client confirmed, and the read checks that tried and did not.
+    confirmed: set[tuple[str, str]] = field(default_factory=set)
+    tried: dict[tuple[str, str], list[Check]] = field(default_factory=dict)
+    serve_phases: list[str] = field(default_factory=list)
+    phase_servers: dict[str, MlflowVersion] = field(default_factory=dict)
+    completed: bool = False  # the timeline ran to its end (not aborted, interrupted or crashed)
     scenarios: list[Scenario] = field(init=False)
     envs: dict[str, Env] = field(default_factory=dict)
     servers_started: int = 0
@@ -113,6 +135,7 @@ class Cell:
                     backups.append(self.upgrade_phase(f"upgrade{suffix}", target, store))
                     self.serve_phase(f"after{suffix}", target, store)
                 self.rollback_phase(path[0], store, backups[0])
+                self.completed = True
         except Abort:
             pass
         except KeyboardInterrupt:
@@ -136,7 +159,9 @@ class Cell:
             self.result.timings = {k: round(v, 2) for k, v in self._timings.items()}
             if runtime_facts := self.ctx.runtime.describe():
                 self.result.components["runtime"] = runtime_facts
+            acked = self.account_for_writes()
             apply_expectations(self.result, self.ctx.expectations)  # xfail/xpass, then the cell's status
+            self.settle_account(acked)
             self.result.write(self.ctx.cell_dir / "cell.json")
         return self.result
 
@@ -176,7 +201,10 @@ class Cell:
             yield store
         finally:
             t = time.monotonic()
-            store.close()
+            try:
+                store.close()
+            except StoreError as exc:
+                self.result.add(Check("teardown", "cell", Status.ERROR, str(exc)))
             if not self.ctx.keep_store:
                 shutil.rmtree(workdir, ignore_errors=True)
             self._timings["teardown"] += time.monotonic() - t
@@ -184,6 +212,8 @@ class Cell:
     def serve_phase(self, phase: str, version: Spec, store: Store) -> None:
         """Start ``version``'s server on the store; every client writes, then every client reads all runs."""
         env = self.envs[version.label]
+        self.serve_phases.append(phase)
+        self.phase_servers[phase] = env.version
         with self.server(phase, env, store) as server:
             for client in self.plan.clients:
                 self.write(phase, self.envs[client.label], server)
@@ -217,7 +247,14 @@ class Cell:
             log = self.logs / f"{phase}-db-upgrade-{env.version}.log"
             check.logs = [self.rel(log)]
             code, seconds = self.ctx.runtime.db_upgrade(env, store, log, UPGRADE_TIMEOUT_S)
-            after = store.schema_revision()
+            try:
+                after = store.schema_revision()
+            except StoreError as exc:  # the database itself went away: the machine's fault, not MLflow's
+                check.status, check.excerpt = Status.ERROR, self.tail(log)
+                check.detail = (
+                    f"`mlflow db upgrade` exited with code {code} and the database no longer answers: {exc}"
+                )
+                return backup
             self.result.components.setdefault("revisions", {})[phase] = {
                 "before": before,
                 "after": after,
@@ -301,6 +338,8 @@ class Cell:
             store.restore(backup)
             check.detail = f"restored {backup.name}; schema revision {store.schema_revision()}"
         before = [w for w in self.written if w.phase == "before"]
+        self.serve_phases.append(phase)
+        self.phase_servers[phase] = env.version
         with self.server(phase, env, store) as server:
             self.read(phase, env, server, before, name="restore-read")
 
@@ -380,13 +419,19 @@ class Cell:
             mine = [w for w in records if w.scenario == scenario.name]
             problems: list[str] = []
             for w in mine:
+                tried = self.tried.setdefault((w.key, phase), [])
                 got = self.scenario_result(check, outcome, w.key)
                 if got is None:
-                    if check.status is Status.ERROR:
-                        break
-                    problems.append(f"{w.writer}: read failed: {check.detail}")
+                    tried.append(check)
+                    if check.status is not Status.ERROR:
+                        problems.append(f"{w.writer}: read failed: {check.detail}")
                     continue
-                problems += [f"{w.writer}: {d}" for d in diff(w.record, got["observed"])]
+                differences = diff(w.record, got["observed"])
+                if differences:
+                    tried.append(check)
+                else:
+                    self.confirmed.add((w.key, phase))
+                problems += [f"{w.writer}: {d}" for d in differences]
             if check.status is Status.ERROR:
                 continue
             if problems:
@@ -397,6 +442,51 @@ class Cell:
                 check.excerpt = "\n".join(problems)
             else:
                 check.status, check.detail = Status.PASS, f"{len(mine)} records read back exactly as written"
+
+    def account_for_writes(self) -> Account | None:
+        """`acked writes: N, read back: N`: every write a client saw acknowledged must be read back intact
+        after every hop (and, if written before the upgrade, after the restore) by at least one client that
+        can read it. A shortfall names the missing records; its status is settled after the expectations."""
+        if not self.written:
+            return None
+        account = Account(self.result.add(Check("acked-writes", "cell", Status.PASS)))
+        for w in self.written:
+            later = self.serve_phases[self.serve_phases.index(w.phase) :]
+            for phase in [p for p in later if p != "rollback" or w.phase == "before"]:
+                if (w.key, phase) in self.confirmed:
+                    continue
+                tried = self.tried.get((w.key, phase))
+                if tried:
+                    how = ", ".join(sorted({c.status.value for c in tried}))
+                    account.unconfirmed.append(f"{w.key}: not confirmed in {phase} (reads: {how})")
+                    account.reads += tried
+                elif self.can_be_read(w, phase):
+                    account.lost.append(f"{w.key}: never read back in {phase}")
+        missing = account.lost + account.unconfirmed
+        short = {m.split(":", 1)[0] for m in missing}
+        check = account.check
+        check.detail = f"acked writes: {len(self.written)}, read back: {len(self.written) - len(short)}"
+        if missing:
+            check.detail += f"; missing: {'; '.join(missing[:2])}" + (" …" if len(missing) > 2 else "")
+            check.excerpt = "\n".join(missing)
+        return account
+
+    def settle_account(self, account: Account | None) -> None:
+        """A record the harness never read back is a fail of its own; one that reads did not confirm takes the
+        worst status those reads ended with, after the expectations (a declared failure stays xfail)."""
+        if account is None or not (account.lost or account.unconfirmed):
+            return
+        # Never read because the cell ended early is not a lost write; the reason is already an error check.
+        lost = [Status.FAIL if self.completed else Status.ERROR] if account.lost else []
+        statuses = [c.status for c in account.reads] + lost
+        account.check.status = worst(statuses)
+        self.result.finish()
+
+    def can_be_read(self, w: Written, phase: str) -> bool:
+        scenario = next(s for s in self.scenarios if s.name == w.scenario)
+        server = self.phase_servers[phase]
+        readers = [self.plan.path[0]] if phase == "rollback" else list(self.plan.clients)
+        return any(not scenario.lacks(r.version, server, self.plan.backend) for r in readers)
 
     def skipped(self, name: str, phase: str, client: Env, server: RunningServer, scenario: Scenario) -> bool:
         """Record a `skip` when the client lacks an API the scenario uses (or the store a feature)."""
@@ -466,6 +556,8 @@ class Cell:
                 migrated = f"; migrated the schema itself on start: {revision} -> {now_at}"
             check.detail = f"{server.url} (artifacts: {server.artifact_mode}){migrated}"
             self.result.components.setdefault("artifact_modes", {})[str(env.version)] = server.artifact_mode
+        if self.ctx.on_server is not None:
+            self.ctx.on_server(phase, server)
         try:
             yield server
         finally:

@@ -322,6 +322,11 @@ def parse_run_options(args: argparse.Namespace) -> RunOptions:
         image_opts[backend] = _opt(
             getattr(args, f"{backend}_image"), f"MLFLOW_COMPAT_{backend.upper()}_IMAGE", None
         )
+    if runtime.value == "local":
+        given = [k for k, o in image_opts.items() if o.source == "command line"]
+        if given:
+            flag = "--docker-network" if given[0] == "network" else f"--{given[0]}-image"
+            raise BadInput(f"{flag} applies to the docker runtime, not --runtime local")
     urls = {}
     for backend in DATABASE_BACKENDS:
         urls[backend] = _opt(getattr(args, f"{backend}_url"), databases.URL_ENV[backend], None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,11 @@ from harness import procs
 from harness.envs import Env
 from harness.paths import SCENARIOS_DIR
 
-CLIENT_TIMEOUT_S = 600.0  # one process runs every scenario of a phase
+CLIENT_TIMEOUT_ENV = "MLFLOW_COMPAT_CLIENT_TIMEOUT"
+CLIENT_TIMEOUT_S = 600.0  # one process runs a phase's scenarios; MLFLOW_COMPAT_CLIENT_TIMEOUT overrides
+# MLflow clients retry a failed request 5-7 times with exponential backoff (minutes, when a server died).
+# Two quick retries still ride out a blip; a dead server is then seen in seconds, not minutes.
+CLIENT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 DRIVER = SCENARIOS_DIR / "driver.py"
 
 
@@ -50,7 +55,7 @@ def run_driver(
     out: Path,
     log: Path,
     workdir: Path,
-    timeout: float = CLIENT_TIMEOUT_S,
+    timeout: float | None = None,
 ) -> StepOutcome:
     """One client process (scenarios/driver.py) that runs ``step`` (write or read) for every scenario in
     ``plan``. ``data["results"]`` holds each scenario's own outcome; a process that wrote no result at all
@@ -59,7 +64,8 @@ def run_driver(
     out.unlink(missing_ok=True)
     plan_file = out.with_name(out.stem + "-plan.json")
     plan_file.write_text(json.dumps(plan, indent=2))
-    environ = {**env.environ(), "MLFLOW_TRACKING_URI": tracking_uri}
+    timeout = timeout or float(os.environ.get(CLIENT_TIMEOUT_ENV) or CLIENT_TIMEOUT_S)
+    environ = {**env.environ(), **CLIENT_RETRIES, "MLFLOW_TRACKING_URI": tracking_uri}
     code, seconds = procs.run(
         [str(env.interpreter), str(DRIVER), step, "--plan", str(plan_file), "--out", str(out)],
         env=environ,

@@ -261,6 +261,26 @@ class _Local:
     def admin_url_for(self, port: int) -> URL:
         raise NotImplementedError
 
+    def crash(self) -> None:
+        """Kill the server's process group at once, keeping its data directory (a crash, for fault tests)."""
+        if self.proc is not None:
+            procs.stop(self.proc, grace=0)
+
+    def restart(self) -> None:
+        """Start the server again on its data directory and port, after a crash."""
+        port = self.admin_url.port  # type: ignore[attr-defined]
+        self.proc = procs.spawn([*self.prefix, *self.serve_command(self.dir / "data", port)],
+                                env=dict(os.environ), log=self.log)  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while _wait_port(port, self.proc) and time.monotonic() < deadline:
+            try:  # the port opens before crash recovery lets anyone log in
+                with self._engine.connect() as con:  # type: ignore[attr-defined]
+                    con.execute(sa.text("SELECT 1"))
+                return
+            except sa.exc.SQLAlchemyError:
+                time.sleep(0.3)
+        raise DatabaseError(f"{self.name} did not restart: {procs.tail(self.log, 5)}")
+
     def init_command(self, data: Path) -> list[str]:
         raise NotImplementedError
 

@@ -42,7 +42,14 @@ BASIC = ("quickstart", "metric_history", "tags_and_status", "search")
 
 
 def run_one(
-    tmp_path: Path, backend: str, path: str, tamper=None, databases=None, scenarios: tuple[str, ...] = BASIC
+    tmp_path: Path,
+    backend: str,
+    path: str,
+    tamper=None,
+    databases=None,
+    scenarios: tuple[str, ...] = BASIC,
+    on_server=None,
+    keep_store: bool = False,
 ) -> CellResult:
     specs = parse_path(path)
     plan = CellPlan(backend, specs, default_clients(specs), scenarios=scenarios)
@@ -53,11 +60,13 @@ def run_one(
         envs=EnvCache(),
         work_root=tmp_path,
         tamper=tamper,
+        on_server=on_server,
+        keep_store=keep_store,
         databases=servers,
         run_id=tmp_path.name,
     )
     result = run_cell(plan, ctx)
-    if servers:  # the cell dropped its database again
+    if servers and result.status is not Status.ERROR:  # the cell dropped its database again
         assert ctx.databases[backend].databases().count(database_name(ctx.run_id, plan.slug)) == 0
     return result
 
@@ -149,9 +158,17 @@ def test_each_verifier_fails_on_a_planted_difference(tmp_path: Path) -> None:
     expected = {(r, s, c) for r in reads_after for s in scenarios for c in ("1.30.1", "2.22.5")}
     expected = {(r, s, c) for r, s, c in expected if r == "after/read" or c == "1.30.1"}
     expected.add(("after/write", "registry", "1.30.1"))  # the same skew, writing
+    expected.add(("cell/acked-writes", None, None))  # the four changed records, named
     assert failed == expected, checks(result, Status.FAIL)
+    account = next(c for c in result.checks if c.name == "acked-writes")
+    acked, read_back = map(int, re.match(r"acked writes: (\d+), read back: (\d+)", account.detail).groups())
+    assert acked - read_back == 4 and len({line.split(":")[0] for line in account.excerpt.splitlines()}) == 4
     assert not [c for c in result.checks if c.phase == "before" and c.status is not Status.PASS]
-    details = {(c.phase, c.scenario, c.client): c.excerpt or "" for c in result.checks if c.name != "write"}
+    details = {
+        (c.phase, c.scenario, c.client): c.excerpt or ""
+        for c in result.checks
+        if c.scenario and c.name != "write"
+    }
     assert "run.params.learning_rate: '0.02', expected '0.01'" in details[("after", "quickstart", "2.22.5")]
     assert "history.loss[3][2]: 0.3, expected 0.125" in details[("after", "metric_history", "1.30.1")]
     assert (
@@ -308,6 +325,9 @@ def test_every_scenario_on_real_servers_fails_only_where_mlflow_does(tmp_path: P
     for c in result.checks:
         if c.name == "read" and c.status is Status.PASS:
             assert c.detail.endswith("records read back exactly as written")
+    account = next(c for c in result.checks if c.name == "acked-writes")
+    acked, read_back = re.match(r"acked writes: (\d+), read back: (\d+)$", account.detail).groups()
+    assert acked == read_back and int(acked) > 30  # every acknowledged write confirmed by some client
 
 
 GOOD_SCRIPT = """

@@ -1,10 +1,15 @@
 """Bad input: one clear line on stderr, exit code 2, and nothing started or written."""
 
+import os
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from harness import owner
+from tests.conftest import REPO, run_cli
 
 
 @pytest.mark.parametrize(
@@ -31,15 +36,33 @@ from tests.conftest import run_cli
         (["--shard", "two"], "--shard two: expected I/N"),
         (["--expectations", "no/such.toml"], "no/such.toml: [Errno 2] No such file or directory"),
         (["--compare", "no/such/run"], "--compare no/such/run: no results.json there"),
+        (
+            ["--runtime", "local", "--docker-network", "host"],
+            "--docker-network applies to the docker runtime",
+        ),
+        (
+            ["--runtime", "local", "--postgres-image", "pg:17"],
+            "--postgres-image applies to the docker runtime",
+        ),
+        (["--path", "1.30.1:./tests"], "needs exactly one mlflow wheel, found no wheels"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     results = tmp_path / "results"
-    proc = run_cli("run", "--results-dir", str(results), *args, timeout=120)
+    token = f"bad-input-{uuid.uuid4().hex}"  # anything the CLI started would carry it (harness.owner)
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--results-dir", str(results), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, owner.ENV: token})  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert not results.exists() or not any(results.iterdir()), "bad input must not create a run"
+    started = [
+        pid.name
+        for pid in Path("/proc").iterdir()
+        if pid.name.isdigit() and owner.of_process(int(pid.name)) == token
+    ]
+    assert started == [], "bad input must start no process"
 
 
 def test_unwritable_results_dir(tmp_path: Path) -> None:

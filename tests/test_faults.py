@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +24,12 @@ import pytest
 import sqlalchemy as sa
 
 from harness import images, owner, procs
+from harness.results import Status
 from harness.runtime.docker import LABEL_RUN
 from tests.conftest import REPO
+from tests.test_cells import checks, run_one
 
-pytestmark = pytest.mark.cell
+pytestmark = [pytest.mark.cell, pytest.mark.fault]
 
 RUNTIMES = [
     pytest.param("local", id="local"),
@@ -200,3 +203,189 @@ def test_clean_sweeps_a_killed_run_and_spares_live_ones(tmp_path: Path, runtime:
     finally:
         procs.stop(live)
         shutil.rmtree(live_dir, ignore_errors=True)
+
+
+# -- faults inside a cell ---------------------------------------------------------------------------------
+def processes_under(path: Path) -> list[str]:
+    """Processes whose working directory or command line is inside ``path`` (a cell's servers and clients)."""
+    found = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(proc_dir / "cwd")
+        except OSError:
+            cwd = ""
+        line = command_line(proc_dir)
+        if cwd.startswith(str(path)) or str(path) in line:
+            found.append(f"{proc_dir.name}: {line}")
+    return found
+
+
+def when_a_client_writes(cell_dir: Path, then: Callable[[], None]) -> threading.Thread:
+    """Call ``then`` half a second after the first client of the `before` phase started writing."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if list((cell_dir / "logs").glob("before-write-*.log")):
+                time.sleep(0.5)
+                then()
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_server_killed_mid_write_is_an_error_never_a_failure(tmp_path: Path) -> None:
+    killed: list[int] = []
+
+    def on_server(phase: str, server) -> None:
+        if phase == "before" and not killed:
+            cell_dir = Path(server.log).parent.parent
+            when_a_client_writes(cell_dir, lambda: (killed.append(server.proc.pid),
+                                                    os.killpg(server.proc.pid, signal.SIGKILL)))  # fmt: skip
+
+    result = run_one(tmp_path, "sqlite", "1.30.1:2.22.5", on_server=on_server)
+    assert killed, "the fault happened"
+    statuses = {c.status for c in result.checks}
+    assert result.status is Status.ERROR and Status.FAIL not in statuses, checks(result, Status.FAIL)
+    died = next(c for c in result.checks if c.name == "server-alive")
+    assert died.phase == "before" and "exited during the phase" in died.detail and died.logs
+    lost = [c for c in result.checks if c.phase == "before" and c.name in ("write", "read")
+            and c.status is Status.ERROR]  # fmt: skip
+    assert lost and all("lost the connection to the server" in c.detail or "client" in c.detail for c in lost)
+    assert any(c.phase == "after" and c.status is Status.PASS for c in result.checks), "the cell went on"
+    assert processes_under(tmp_path) == []
+
+
+def test_database_crash_during_db_upgrade_is_an_error_and_the_backup_restores(tmp_path: Path) -> None:
+    from harness.databases import start_local
+
+    root = owner.mkdtemp("mlflow-compat-fault-pg-")
+    root.chmod(0o755)
+    pg = start_local("postgres", root)
+    crashed: list[bool] = []
+
+    def crash_during_upgrade(point: str, store) -> None:
+        if point != "before-db-upgrade":
+            return
+
+        def crash_once_upgrading() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                logs = list(store.workdir.parent.glob("*/logs/upgrade-db-upgrade-*.log"))
+                if logs and logs[0].stat().st_size > 0:
+                    time.sleep(1.0)  # `mlflow db upgrade` is importing and migrating
+                    pg.crash()
+                    crashed.append(True)
+                    return
+                time.sleep(0.05)
+
+        threading.Thread(target=crash_once_upgrading, daemon=True).start()
+
+    try:
+        result = run_one(tmp_path, "postgres", "1.30.1:2.22.5", tamper=crash_during_upgrade,
+                         databases=_Only(pg), keep_store=True, scenarios=("quickstart",))  # fmt: skip
+        assert crashed, "the fault happened"
+        upgrade = next(c for c in result.checks if c.name == "db-upgrade")
+        assert upgrade.status is Status.ERROR, upgrade.detail
+        assert "the database no longer answers" in upgrade.detail
+        assert result.status is Status.ERROR and not checks(result, Status.FAIL)
+        teardown = next(c for c in result.checks if c.name == "teardown")
+        assert "could not be dropped" in teardown.detail  # said, not swallowed
+        # The backup taken before the upgrade is intact: it restores into a database on the restarted server.
+        pg.restart()
+        dump = next(tmp_path.glob("mlflow-compat-*/backups/before-upgrade/dump"))
+        pg.restore("restored", dump, tmp_path / "restore.log")
+        engine = sa.create_engine(pg.url_for("restored"), poolclass=sa.pool.NullPool)
+        with engine.connect() as con:
+            revision = con.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            params = con.execute(sa.text("SELECT COUNT(*) FROM params WHERE key = 'learning_rate'")).scalar()
+        engine.dispose()
+        assert revision == "97727af70f4d" and params == 2  # 1.30.1's schema, both clients' runs
+    finally:
+        pg.close()
+        shutil.rmtree(root, ignore_errors=True)
+    assert processes_under(tmp_path) == [] and processes_under(root) == []
+
+
+class _Only(dict):
+    """The `databases` fixture's interface, for one server a test started itself."""
+
+    def __init__(self, server) -> None:
+        super().__init__(postgres=server)
+
+    def get_server(self, backend: str):
+        return self[backend]
+
+
+def test_a_taken_port_is_retried_and_the_cell_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.runtime import local
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = blocker.getsockname()[1]
+    handed: list[int] = []
+    real = local.procs.free_port
+
+    def first_one_taken(host: str = "127.0.0.1") -> int:
+        port = taken if not handed else real(host)
+        handed.append(port)
+        return port
+
+    monkeypatch.setattr(local.procs, "free_port", first_one_taken)
+    try:
+        result = run_one(tmp_path, "sqlite", "1.30.1:2.22.5", scenarios=("quickstart",))
+    finally:
+        blocker.close()
+    assert handed[0] == taken and len(handed) > 1
+    assert result.status is Status.PASS, result.summary
+    log = next((tmp_path / result.dir).glob("logs/before-server-*.log")).read_text()
+    assert "Address already in use" in log or "Connection in use" in log, "the first start really hit it"
+    assert processes_under(tmp_path) == []
+
+
+def test_a_hanging_client_times_out_and_the_run_goes_on(tmp_path: Path) -> None:
+    hang = tmp_path / "hang.py"
+    hang.write_text("import time\nimport mlflow\n\nmlflow.log_param('before', 'hanging')\ntime.sleep(3600)\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--results-dir", str(tmp_path / "results"), "--runtime",
+         "local", "--backend", "sqlite", "--path", "1.30.1:2.22.5", "--scenarios", "quickstart",
+         "--scenario", str(hang)],
+        cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
+        env={**os.environ, "MLFLOW_COMPAT_CLIENT_TIMEOUT": "25"},
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stdout + proc.stderr  # infrastructure only
+    run_dir = (tmp_path / "results" / "latest").resolve()
+    (cell,) = json.loads((run_dir / "results.json").read_text())["cells"]
+    timed_out = [c for c in cell["checks"] if c["status"] == "error"]
+    assert timed_out and all("client timed out after 25s" in c["detail"] for c in timed_out)
+    assert {c["phase"] for c in timed_out} >= {"before", "after"}, "every phase still ran"
+    assert any(c["name"] == "db-upgrade" and c["status"] == "pass" for c in cell["checks"])
+    assert processes_under(tmp_path) == [], "the hung client's process group was killed"
+
+
+def test_two_runs_at_once_do_not_collide(tmp_path: Path) -> None:
+    """Two runs on one machine, one results directory, one env cache: each starts its own MariaDB, picks its
+    own ports, names its own databases and directories; both pass."""
+    results = tmp_path / "results"
+    args = ["--runtime", "local", "--backend", "mysql", "--backend", "sqlite", "--path", "1.30.1:2.22.5",
+            "--scenarios", "quickstart,metric_history", "-n", "1"]  # fmt: skip
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+    procs_ = [start_cli(tmp_path / name, *args) for name in ("one", "two")]
+    codes = [p.wait(timeout=900) for p in procs_]
+    outputs = [(tmp_path / name / "cli.out").read_text(errors="replace") for name in ("one", "two")]
+    assert codes == [0, 0], outputs
+    runs = [next((tmp_path / name / "results").glob("2*")) for name in ("one", "two")]
+    assert runs[0].name != runs[1].name
+    ports = [set(server_ports(r)) for r in runs]
+    assert ports[0] and ports[1] and not ports[0] & ports[1], "no server port was shared"
+    for run_dir in runs:
+        cells = json.loads((run_dir / "results.json").read_text())["cells"]
+        assert len(cells) == 2 and {c["status"] for c in cells} == {"pass"}
+    assert not results.exists()  # each wrote where it was told
