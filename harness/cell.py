@@ -290,18 +290,14 @@ class Cell:
         revision = store.schema_revision()
         rows_before = integrity.snapshot(store.sqlalchemy_url)
         log = self.logs / f"{check.phase}-unupgraded-server-{env.version}.log"
-        check.logs = [self.rel(log)]
-        try:
-            server = self.ctx.runtime.start_server(env, store, log)
-        except ServerStartError as exc:
-            if exc.kind is StartFailure.REFUSED_SCHEMA:
-                check.detail = f"refused the un-upgraded store (schema {revision}): {exc}"
-            elif exc.is_infrastructure:
-                check.status, check.detail = Status.ERROR, str(exc)
-            else:
-                check.status, check.detail = Status.FAIL, f"crashed instead of refusing or migrating: {exc}"
-                check.excerpt = exc.excerpt
-            server = None
+        server = self.start_or_classify(
+            check,
+            env,
+            store,
+            log,
+            refused=f"refused the un-upgraded store (schema {revision})",
+            crashed="crashed instead of refusing or migrating",
+        )
         if server is not None:
             server.stop()
         now = store.schema_revision()
@@ -346,20 +342,15 @@ class Cell:
     def probe_old_server(self, check: Check, env: Env, store: Store) -> None:
         revision = store.schema_revision()
         log = self.logs / f"rollback-server-{env.version}.log"
-        check.logs = [self.rel(log)]
-        try:
-            server = self.ctx.runtime.start_server(env, store, log)
-        except ServerStartError as exc:
-            if exc.kind is StartFailure.REFUSED_SCHEMA:
-                check.detail = f"refused the upgraded store as expected: {exc}"
-            elif exc.is_infrastructure:
-                check.status, check.detail = Status.ERROR, str(exc)
-            else:
-                check.status, check.detail, check.excerpt = (
-                    Status.FAIL,
-                    f"crashed instead of refusing: {exc}",
-                    exc.excerpt,
-                )
+        server = self.start_or_classify(
+            check,
+            env,
+            store,
+            log,
+            refused="refused the upgraded store as expected",
+            crashed="crashed instead of refusing",
+        )
+        if server is None:
             return
         server.stop()
         if revision == env.schema_head:
@@ -370,6 +361,23 @@ class Cell:
                 f"MLflow {env.version} served a store at schema {revision} (its own head is "
                 f"{env.schema_head}) instead of refusing it"
             )
+
+    def start_or_classify(
+        self, check: Check, env: Env, store: Store, log: Path, *, refused: str, crashed: str
+    ) -> RunningServer | None:
+        """Start a server that may rightly refuse the store. A schema refusal is ``refused`` (the check
+        passes), a taken port or a timeout an error, any other exit ``crashed`` (a failure); None then."""
+        check.logs = [self.rel(log)]
+        try:
+            return self.ctx.runtime.start_server(env, store, log)
+        except ServerStartError as exc:
+            if exc.kind is StartFailure.REFUSED_SCHEMA:
+                check.detail = f"{refused}: {exc}"
+            elif exc.is_infrastructure:
+                check.status, check.detail = Status.ERROR, str(exc)
+            else:
+                check.status, check.detail, check.excerpt = Status.FAIL, f"{crashed}: {exc}", exc.excerpt
+            return None
 
     # -- client steps -----------------------------------------------------------------------------
     def write(self, phase: str, client: Env, server: RunningServer) -> None:
