@@ -2,13 +2,18 @@
 
   warm     every version's env exists (built now if not, and that build time is reported apart)
   floor    per version: launching its server on an empty store until /health answers; per client venv: a
-           bare `import mlflow`. A cell's floor is the server starts and client processes its timeline
-           cannot avoid; the matrix's floor is the sum over cells spread over the cores in use.
+           bare `import mlflow`. A cell cannot avoid its server starts (before, the un-upgraded probe, after,
+           the rollback probe, the restore); clients import mlflow once per version and worker (every step
+           is a fork of that import, scenarios/forkserver.py). The floor is the sum spread over the cores.
+  work     what MLflow itself spends inside the cells, read from results.json: the client steps' own
+           seconds (each scenario's calls, as its client timed them) and `mlflow db upgrade`. floor + work
+           over the cores is what a perfect harness would take; wall minus that is the harness's overhead.
   matrix   `mlflow-compat run` on the benchmark matrix (warm caches), peak RSS of its whole process tree
            sampled every 0.2 s; wall time and the per-phase totals from its results.json.
   naive    one cell the naive way: a fresh `python -m venv` and `pip install --no-cache-dir` per version,
-           nothing reused, then the cell alone (-n 1). Multiplied by the matrix's cell count, that is
-           what the matrix would cost done naively, serially.
+           nothing reused (every client step its own interpreter: MLFLOW_COMPAT_CLIENT_LAUNCH=spawn), then
+           the cell alone (-n 1). Multiplied by the matrix's cell count, that is what the matrix would cost
+           done naively, serially.
 
 Prints a table, writes results/bench/<run-id>.json and ends with the one line:
   bench: wall=<s> floor=<s> ratio=<wall/floor> naive_speedup=<x> peak_rss=<MiB>
@@ -29,6 +34,7 @@ from pathlib import Path
 
 from harness import owner, procs
 from harness.backends import new_store
+from harness.clients import LAUNCH_ENV
 from harness.envs import EnvCache
 from harness.runtime.local import LocalRuntime
 from harness.specs import Spec, parse_path
@@ -99,18 +105,36 @@ def import_floor(spec: Spec, envs: EnvCache, work: Path) -> float:
     return time.monotonic() - started
 
 
-def cell_floor(
-    path: tuple[Spec, ...], backend: str, server_s: dict[str, float], import_s: dict[str, float]
-) -> float:
-    """What a cell's timeline cannot avoid: its server starts and its client processes, one after another."""
-    clients = [path[0], path[-1]] if path[0].label != path[-1].label else [path[0]]
+def cell_floor(path: tuple[Spec, ...], backend: str, server_s: dict[str, float]) -> float:
+    """The server starts a cell's timeline cannot avoid, one after another."""
     has_schema = backend != "file"
     starts = server_s[path[0].label] * (2 + (1 if has_schema else 0))  # before, rollback(-probe), restore
     for target in path[1:]:
         starts += server_s[target.label] * (2 if has_schema else 1)  # un-upgraded probe, after
-    phases = len(path)  # before + one after per hop: each client writes once and reads once
-    client = sum(import_s[c.label] for c in clients) * 2 * phases + import_s[path[0].label]  # + restore-read
-    return starts + client
+    return starts
+
+
+def client_floor(
+    paths: list[tuple[Spec, ...]], backends: int, jobs: int, import_s: dict[str, float]
+) -> float:
+    """One `import mlflow` per client version and worker that runs a cell with it (at most ``jobs``)."""
+    cells_with: dict[str, int] = {}
+    for path in paths:
+        for client in dict.fromkeys((path[0].label, path[-1].label)):
+            cells_with[client] = cells_with.get(client, 0) + backends
+    return sum(import_s[v] * min(jobs, n) for v, n in cells_with.items())
+
+
+def mlflow_work(data: dict) -> dict[str, float]:
+    """Seconds MLflow itself spent in the cells: client steps' own calls and `mlflow db upgrade`."""
+    work = {"client-calls": 0.0, "db-upgrade": 0.0}
+    for cell in data["cells"]:
+        for check in cell["checks"]:
+            if check["scenario"] and check["name"] in ("write", "read", "restore-read"):
+                work["client-calls"] += check["seconds"]
+            elif check["name"] == "db-upgrade":
+                work["db-upgrade"] += check["seconds"]
+    return work
 
 
 def run_matrix(args: argparse.Namespace, results: Path) -> tuple[float, dict, int]:
@@ -151,7 +175,7 @@ def naive_cell(path: tuple[Spec, ...], backend: str, args: argparse.Namespace, w
     if args.scenarios:
         cmd += ["--scenarios", args.scenarios]
     started = time.monotonic()
-    subprocess.run(cmd, capture_output=True, check=False)
+    subprocess.run(cmd, capture_output=True, check=False, env={**os.environ, LAUNCH_ENV: "spawn"})
     cell_seconds = time.monotonic() - started
     return {"env_seconds": env_seconds, "cell_seconds": cell_seconds,
             "total": sum(env_seconds.values()) + cell_seconds}  # fmt: skip
@@ -190,19 +214,25 @@ def main(argv: list[str] | None = None) -> int:
     server_s = {s.label: server_floor(s, envs, work) for s in versions}
     import_s = {s.label: import_floor(s, envs, work) for s in versions}
     cells = [(p, b) for p in paths for b in args.backend]
-    floors = [cell_floor(p, b, server_s, import_s) for p, b in cells]
     cores = min(args.jobs, len(cells), os.cpu_count() or 1)
-    floor = sum(floors) / cores
+    servers_floor = sum(cell_floor(p, b, server_s) for p, b in cells)
+    clients_floor = client_floor(paths, len(args.backend), min(args.jobs, len(cells)), import_s)
+    floor = (servers_floor + clients_floor) / cores
     record["floor"] = {"server_start": server_s, "import_mlflow": import_s, "cells": len(cells),
-                       "cores": cores, "seconds": round(floor, 1)}  # fmt: skip
+                       "cores": cores, "server_starts": round(servers_floor, 1),
+                       "client_imports": round(clients_floor, 1), "seconds": round(floor, 1)}  # fmt: skip
 
     wall, data, peak = run_matrix(args, work / "matrix-results")
     phases: dict[str, float] = {}
     for cell in data["cells"]:
         for phase, seconds in cell["timings"].items():
             phases[phase] = phases.get(phase, 0.0) + seconds
+    work = mlflow_work(data)
+    perfect = (servers_floor + clients_floor + sum(work.values())) / cores
     record["matrix"] = {"wall": round(wall, 1), "phases": phases, "peak_rss_mib": round(peak / 2**20),
                         "statuses": {c["id"]: c["status"] for c in data["cells"]}}  # fmt: skip
+    record["work"] = {**{k: round(v, 1) for k, v in work.items()}, "floor_plus_work": round(perfect, 1),
+                      "overhead": round(wall - perfect, 1)}  # fmt: skip
 
     naive_speedup = None
     if not args.no_naive:
@@ -219,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"floor: servers {', '.join(f'{k} {v:.1f}s' for k, v in server_s.items())}; "
           f"import mlflow {', '.join(f'{k} {v:.1f}s' for k, v in import_s.items())}; "
           f"{len(cells)} cells over {cores} cores")  # fmt: skip
+    print(f"floor: server starts {servers_floor:.0f}s + client imports {clients_floor:.0f}s, over {cores} "
+          f"cores = {floor:.0f}s")  # fmt: skip
+    calls, upgrades = work["client-calls"], work["db-upgrade"]
+    print(f"work: MLflow's own client calls {calls:.0f}s + db upgrades {upgrades:.0f}s; floor+work over "
+          f"{cores} cores = {perfect:.0f}s; harness overhead = wall - that = {wall - perfect:.0f}s "
+          f"(wall / (floor+work) = {wall / perfect:.2f})")  # fmt: skip
     if "naive" in record:
         n = record["naive"]
         print(

@@ -24,8 +24,20 @@ from typing import Any, NoReturn
 import docker.errors
 import pytest
 
-from harness import __version__, databases, expectations, images, index, owner, procs, pythons, scenarios
+from harness import (
+    __version__,
+    databases,
+    durations,
+    expectations,
+    images,
+    index,
+    owner,
+    procs,
+    pythons,
+    scenarios,
+)
 from harness.backends import DATABASE_BACKENDS, UNAVAILABLE_ENV, backend_names
+from harness.clients import LAUNCH_ENV, LAUNCHES
 from harness.plan import (
     CellPlan,
     default_matrix,
@@ -84,6 +96,7 @@ class RunOptions:
     allow_xpass: Option
     compare: Option  # a previous run's directory, or None
     shard: Option  # (I, N), or None
+    client_launch: Option  # fork or spawn
     database_urls: dict[str, Option]
     images: dict[str, Option]
     resolved: dict[str, str] = field(default_factory=dict)  # `latest` -> version
@@ -161,6 +174,12 @@ def _add_cell_arguments(p: argparse.ArgumentParser) -> None:
         "--expectations",
         metavar="FILE",
         help="declared incompatibilities (default: the shipped harness/data/expectations.toml)",
+    )
+    p.add_argument(
+        "--client-launch",
+        choices=LAUNCHES,
+        help="fork (default): each client step is a fresh process forked from an interpreter that imported "
+        "mlflow once; spawn: each step starts its own interpreter",
     )
     p.add_argument(
         "--allow-xpass", action="store_true", help="a declared failure that passed (stale) does not fail"
@@ -308,6 +327,10 @@ def parse_run_options(args: argparse.Namespace) -> RunOptions:
     if shard.value is not None:
         shard.value = _shard(shard.value)
 
+    client_launch = _opt(args.client_launch, LAUNCH_ENV, "fork")
+    if client_launch.value not in LAUNCHES:
+        raise BadInput(f"{LAUNCH_ENV}={client_launch.value!r}: choose from {', '.join(LAUNCHES)}")
+
     results_dir = _opt(args.results_dir, "MLFLOW_COMPAT_RESULTS_DIR", "results")
     results_dir.value = Path(results_dir.value).resolve()
     _check_writable(results_dir.value)
@@ -351,6 +374,7 @@ def parse_run_options(args: argparse.Namespace) -> RunOptions:
         allow_xpass=Option(args.allow_xpass, "command line" if args.allow_xpass else "default"),
         compare=compare,
         shard=shard,
+        client_launch=client_launch,
         database_urls=urls,
         images=image_opts,
     )
@@ -531,6 +555,7 @@ def execute(opts: RunOptions, run_dir: Path, ncells: int) -> int:
     args = [*pytest_args(opts, run_dir), "--junitxml", str(run_dir / "junit.xml"),
             "-o", "junit_family=xunit2", "-o", "junit_suite_name=mlflow-compat"]  # fmt: skip
     jobs = min(opts.jobs.value, ncells)
+    os.environ[LAUNCH_ENV] = opts.client_launch.value  # the workers' client steps
     args += ["-n", str(jobs), "--dist", "load"] if jobs > 1 else ["-p", "no:xdist"]
     if opts.keep_stores.value:
         args.append("--compat-keep-stores")
@@ -598,9 +623,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_matrix(opts: RunOptions) -> tuple[RunResult, Path]:
-    """The pipeline: resolve, plan, shard, prepare, select, start databases, execute, collect, report."""
+    """The pipeline: resolve, plan, shard, order (longest first), prepare, select, start databases, execute,
+    collect, remember durations, report."""
     resolve(opts)
-    cells = take_shard(plan(opts), opts.shard.value)
+    cells = durations.longest_first(take_shard(plan(opts), opts.shard.value), durations.load())
     owner.claim()  # everything this run starts from here on is this process's, for `clean` to judge
     run_dir = prepare(opts, cells)
     cells = select(opts, run_dir, cells) if cells else []
@@ -629,6 +655,7 @@ def run_matrix(opts: RunOptions) -> tuple[RunResult, Path]:
         interrupted=interrupted,
     )
     run.allow_xpass = bool(opts.allow_xpass.value)
+    durations.remember(run.cells)
     previous = load_run(opts.compare.value) if opts.compare.value else None
     write_reports(run, run_dir, previous)
     update_latest_link(opts.results_dir.value, run_dir)

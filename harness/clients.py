@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import re
+import select
+import subprocess
+import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import procs
+from harness import owner, procs
 from harness.envs import Env
 from harness.paths import SCENARIOS_DIR
 
@@ -19,6 +26,12 @@ CLIENT_TIMEOUT_S = 600.0  # one process runs a phase's scenarios; MLFLOW_COMPAT_
 # Two quick retries still ride out a blip; a dead server is then seen in seconds, not minutes.
 CLIENT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 DRIVER = SCENARIOS_DIR / "driver.py"
+FORKSERVER = SCENARIOS_DIR / "forkserver.py"
+# "fork" (default): each step is a fresh process forked from a per-version interpreter that imported mlflow
+# once (scenarios/forkserver.py); "spawn": each step starts its own interpreter and imports mlflow itself.
+LAUNCH_ENV = "MLFLOW_COMPAT_CLIENT_LAUNCH"
+LAUNCHES = ("fork", "spawn")
+FORKSERVER_READY_S = 120.0
 
 
 _CONNECTION_LOST = re.compile(
@@ -46,6 +59,143 @@ class StepOutcome:
     excerpt: str = ""
 
 
+class ForkServerError(RuntimeError):
+    """The fork server could not start, or went away: the step says so; nothing is blamed on MLflow."""
+
+
+class ForkServer:
+    """One client version's interpreter with mlflow imported, forking a fresh process for every step.
+
+    It lives as long as the worker that started it (steps of many cells share it; a step never sees another's
+    state, each being a fork of the state right after the imports). Its group is tracked like any server's,
+    and so is each child's while it runs, so Ctrl-C and exit leave nothing behind."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (read only if it fails to start)
+        environ = {**env.environ(), **CLIENT_RETRIES, owner.ENV: owner.token()}
+        self.proc = subprocess.Popen(
+            [str(env.interpreter), str(FORKSERVER)],
+            env=environ,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            start_new_session=True,
+        )
+        procs.track(self.proc.pid)
+        self._buffer = b""
+        try:
+            ready = self._receive(time.monotonic() + FORKSERVER_READY_S)
+        except ForkServerError:
+            ready = None
+        if not ready or not ready.get("ready"):
+            self.close()
+            self._stderr.seek(0)
+            why = procs.tail_text(self._stderr.read().decode(errors="replace"), 5) or "no answer"
+            raise ForkServerError(f"the MLflow {env.version} fork server did not start: {why}")
+        self.client_version = str(ready["client_version"])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(
+        self, argv: list[str], *, env: dict[str, str], cwd: Path, log: Path, timeout: float
+    ) -> tuple[int | None, float]:
+        """Run one step in a fresh child; (exit code or None on timeout, seconds), like procs.run.
+        Raises ForkServerError when the server is gone or dies during the step (the child is killed)."""
+        started = time.monotonic()
+        with log.open("ab") as fh:
+            fh.write(f"$ {DRIVER} {' '.join(argv)}  (forked from the MLflow {self.env.version} fork server, "
+                     f"pid {self.proc.pid})\n".encode())  # fmt: skip
+        request = {"argv": argv, "env": env, "cwd": str(cwd), "log": str(log)}
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+            forked = self._receive(time.monotonic() + 30)
+        except (OSError, ForkServerError) as exc:
+            self.close()
+            raise ForkServerError(f"the MLflow {self.env.version} fork server is gone: {exc}") from exc
+        if forked is None:
+            self.close()
+            raise ForkServerError(f"the MLflow {self.env.version} fork server did not fork the step in 30s")
+        child = int(forked["pid"])
+        procs.track(child)
+        try:
+            done = self._receive(started + timeout)
+            if done is not None:
+                return int(done["code"]), time.monotonic() - started
+            # The step overran: kill its group, then hear the server reap it.
+            procs.untrack(child)
+            with log.open("a") as fh:
+                fh.write(f"\n[mlflow-compat] timed out after {timeout:.0f}s; process group killed\n")
+            if self._receive(time.monotonic() + 30) is None:
+                self.close()
+            return None, time.monotonic() - started
+        except ForkServerError:
+            self.close()
+            raise
+        finally:
+            procs.untrack(child)
+
+    def _receive(self, deadline: float) -> dict[str, Any] | None:
+        """The next message, or None at the deadline; ForkServerError when the server closed its end."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise ForkServerError(f"the MLflow {self.env.version} fork server exited during the step")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def close(self) -> None:
+        procs.untrack(self.proc.pid)  # SIGKILLs its group: the server and any child still running
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a process SIGKILLed and not reaped in 10 s
+            self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
+            if stream is not None:
+                stream.close()
+
+
+_forkservers: dict[Path, ForkServer] = {}
+_forkservers_lock = threading.Lock()
+_closer_registered = False
+
+
+def forkserver(env: Env) -> ForkServer:
+    """The live fork server for ``env``, started on first use (or again, if the last one died)."""
+    global _closer_registered
+    with _forkservers_lock:
+        if not _closer_registered:
+            atexit.register(close_forkservers)
+            _closer_registered = True
+        server = _forkservers.get(env.path)
+        if server is None or not server.alive():
+            if server is not None:
+                server.close()
+            server = _forkservers[env.path] = ForkServer(env)
+        return server
+
+
+def close_forkservers() -> None:
+    with _forkservers_lock:
+        for server in _forkservers.values():
+            server.close()
+        _forkservers.clear()
+
+
+def launch_mode() -> str:
+    mode = os.environ.get(LAUNCH_ENV) or "fork"
+    if mode not in LAUNCHES:
+        raise ValueError(f"{LAUNCH_ENV}={mode!r}: expected one of {', '.join(LAUNCHES)}")
+    return mode
+
+
 def run_driver(
     env: Env,
     step: str,
@@ -65,14 +215,19 @@ def run_driver(
     plan_file = out.with_name(out.stem + "-plan.json")
     plan_file.write_text(json.dumps(plan, indent=2))
     timeout = timeout or float(os.environ.get(CLIENT_TIMEOUT_ENV) or CLIENT_TIMEOUT_S)
-    environ = {**env.environ(), **CLIENT_RETRIES, "MLFLOW_TRACKING_URI": tracking_uri}
-    code, seconds = procs.run(
-        [str(env.interpreter), str(DRIVER), step, "--plan", str(plan_file), "--out", str(out)],
-        env=environ,
-        log=log,
-        timeout=timeout,
-        cwd=workdir,
-    )
+    argv = [step, "--plan", str(plan_file), "--out", str(out)]
+    if launch_mode() == "fork":
+        try:
+            code, seconds = forkserver(env).run(
+                argv, env={"MLFLOW_TRACKING_URI": tracking_uri}, cwd=workdir, log=log, timeout=timeout
+            )
+        except ForkServerError as exc:
+            return StepOutcome(False, True, 0.0, error=str(exc), excerpt=procs.tail(log))
+    else:
+        environ = {**env.environ(), **CLIENT_RETRIES, "MLFLOW_TRACKING_URI": tracking_uri}
+        code, seconds = procs.run(
+            [str(env.interpreter), str(DRIVER), *argv], env=environ, log=log, timeout=timeout, cwd=workdir
+        )
     if code is None:
         return StepOutcome(
             False, True, seconds, error=f"client timed out after {timeout:.0f}s", excerpt=procs.tail(log)

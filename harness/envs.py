@@ -30,9 +30,30 @@ FORMAT = 1  # bump when the layout or the manifest changes
 MANIFEST = "mlflow-compat-env.json"
 INSTALL_TIMEOUT_S = 900
 
-# Runs inside the env: reports what was really installed, and the schema head its migrations declare.
+# Runs inside the env, with bytecode writing on: reports what was really installed and the schema head its
+# migrations declare, and byte-compiles what the harness will run by importing it (mlflow, its CLI, server,
+# stores, artifact repositories, the WSGI/ASGI servers) and compiling the migrations. That is about a
+# quarter of the env (2.22.5: 2,000 of 8,200 files); compiling all of it took 19 s of a 26 s build.
+# Whatever a process imports later is compiled on first use and kept (Env.environ lifts
+# PYTHONDONTWRITEBYTECODE for the env's own processes). A second process imports the heavy dependencies at
+# the same time, on the other core (2.22.5: 14 s -> 10 s; 3.17.2: 15 s -> 10 s).
+_WARM = ("mlflow", "mlflow.cli", "mlflow.server", "mlflow.store.tracking.sqlalchemy_store",
+         "mlflow.store.model_registry.sqlalchemy_store", "mlflow.store.tracking.rest_store",
+         "mlflow.store.model_registry.rest_store", "mlflow.store.artifact.http_artifact_repo",
+         "mlflow.store.artifact.local_artifact_repo", "mlflow.tracking", "gunicorn.app.wsgiapp",
+         "uvicorn", "requests", "psycopg2", "pymysql")  # fmt: skip
+_WARM_DEPENDENCIES = ("pandas", "sqlalchemy", "sqlalchemy.orm", "alembic", "flask", "pyarrow", "scipy",
+                      "gunicorn.app.wsgiapp", "uvicorn", "fastapi")  # fmt: skip
+_WARM_ONLY = r"""
+import importlib
+for name in WARM:
+    try:
+        importlib.import_module(name)
+    except Exception:  # absent in this version: nothing to compile (the probe reports what mlflow lacks)
+        pass
+"""
 _PROBE = r"""
-import importlib.metadata as md, importlib.util, json, os, sys
+import compileall, importlib, importlib.metadata as md, importlib.util, json, os, sys
 def v(name):
     try:
         return md.version(name)
@@ -47,8 +68,16 @@ if os.path.isdir(mig):
     cfg = Config()
     cfg.set_main_option("script_location", mig)
     head = ScriptDirectory.from_config(cfg).get_current_head()
+    compileall.compile_dir(mig, quiet=1)
+not_warmed = []
+for name in WARM:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:  # absent in this version, or broken: reported, and the cell will show it
+        not_warmed.append("%s: %s" % (name, exc))
 print(json.dumps({"mlflow": v("mlflow"), "mlflow_skinny": v("mlflow-skinny"), "sqlalchemy": v("sqlalchemy"),
-                  "alembic": v("alembic"), "python": "%d.%d.%d" % sys.version_info[:3], "schema_head": head}))
+                  "alembic": v("alembic"), "python": "%d.%d.%d" % sys.version_info[:3], "schema_head": head,
+                  "not_warmed": not_warmed}))
 """
 
 
@@ -80,6 +109,7 @@ class Env:
         """A process environment that runs this env's programs first (1.x servers exec gunicorn by name)."""
         env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("MLFLOW_")}
         env.pop("PYTHONHOME", None)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # what is imported first is compiled once, into the env
         env["VIRTUAL_ENV"] = str(self.path)
         env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '')}"
         return env
@@ -196,7 +226,6 @@ class EnvCache:
             "install",
             "--python",
             str(path / "bin" / "python"),
-            "--compile-bytecode",
             *reqs,
         ]
         for links in spec.find_links():
@@ -204,18 +233,28 @@ class EnvCache:
         _run(cmd, log, INSTALL_TIMEOUT_S)
 
     def _probe(self, path: Path, log: Path) -> dict:
-        proc = subprocess.run(
-            [str(path / "bin" / "python"), "-c", _PROBE],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        python = str(path / "bin" / "python")
+        helper = subprocess.Popen(
+            [python, "-c", f"WARM = {_WARM_DEPENDENCIES!r}\n{_WARM_ONLY}"],
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
+        try:
+            proc = subprocess.run([python, "-c", f"WARM = {_WARM!r}\n{_PROBE}"], env=environ,
+                                  capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        finally:
+            try:
+                helper.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+                helper.wait()
         with log.open("a") as fh:
             fh.write(f"probe: {proc.stdout}{proc.stderr}")
         if proc.returncode != 0:
             raise EnvError(f"the new env does not work: {proc.stderr.strip().splitlines()[-1:]}")
-        return json.loads(proc.stdout)
+        return json.loads(proc.stdout.strip().splitlines()[-1])  # the last line: imports may print
 
 
 def _load(manifest: Path) -> dict:

@@ -17,6 +17,7 @@ import pytest
 
 from harness import expectations, procs
 from harness.cell import CellContext, run_cell
+from harness.clients import close_forkservers
 from harness.databases import URL_ENV, DatabaseServer, connect, parse_admin_url
 from harness.envs import EnvCache
 from harness.plan import CellPlan
@@ -61,6 +62,7 @@ def run_databases(config: pytest.Config) -> dict[str, DatabaseServer]:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    close_forkservers()
     for server in getattr(config, "_compat_databases", {}).values():
         server.dispose()
 

@@ -85,6 +85,19 @@ def run(
     return code, time.monotonic() - started
 
 
+def track(pgid: int) -> None:
+    """Count a process group someone else started (a fork server's child) among ours until ``untrack``."""
+    with _lock:
+        _live.add(pgid)
+
+
+def untrack(pgid: int) -> None:
+    """Kill what is left of a tracked group and stop counting it."""
+    _signal_group(pgid, signal.SIGKILL)
+    with _lock:
+        _live.discard(pgid)
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)

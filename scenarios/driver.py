@@ -1,4 +1,5 @@
-"""Runs scenario steps inside one client's venv: one process per client and phase, however many scenarios.
+"""Runs scenario steps inside one client's venv: one process per client and step, however many scenarios.
+Started as a script (MLFLOW_COMPAT_CLIENT_LAUNCH=spawn) or forked from scenarios/forkserver.py (main()).
 
     python driver.py write --plan PLAN.json --out OUT.json
         PLAN: {"scenarios": [{"name", "path", "options"}], "tags": {KEY: VALUE}}
@@ -7,9 +8,10 @@
         PLAN: {"records": [{"key", "scenario": {"name", "path", "options"}, "record"}]}
         Each scenario's read(ctx, record) reads the same things back and returns them in the record's shape.
 
-OUT: {"ok": true, "client_version", "results": {NAME or KEY: {"ok", "record" | "observed", "error",
-"traceback", "seconds"}}}. One scenario raising does not stop the others; the harness compares records
-with what was observed. No JSON at all means the client itself is broken (an error of the environment).
+OUT: {"ok": true, "client_version", "tracking_uri", "pid", "ppid", "results": {NAME or KEY: {"ok",
+"record" | "observed", "error", "traceback", "seconds"}}}. One scenario raising does not stop the others;
+the harness compares records with what was observed. No JSON at all means the client itself is broken
+(an error of the environment).
 """
 
 import argparse
@@ -80,7 +82,13 @@ def main(argv):
     with open(args.plan) as fh:
         plan = json.load(fh)
     step = write if args.step == "write" else read
-    result = {"ok": True, "client_version": mlflow.__version__, "tracking_uri": mlflow.get_tracking_uri()}
+    result = {
+        "ok": True,
+        "client_version": mlflow.__version__,
+        "tracking_uri": mlflow.get_tracking_uri(),
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+    }
     result["results"] = step(plan, os.getcwd())
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=2, sort_keys=True)
