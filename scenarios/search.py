@@ -5,8 +5,11 @@ from common import search_all_runs
 
 REQUIRES = ("search_experiments",)
 
-RUNS = 25
-PAGE = 10
+# Three pages (two full, one partial) exercise page tokens as well as 25 runs in pages of 10 did, with a
+# third of the requests (the search scenario's writes were a third of all client time).
+RUNS = 7
+PAGE = 3
+FILTER_FROM = 3  # metrics.score >= FILTER_FROM and params.group = 'even'
 
 
 def write(ctx):
@@ -21,7 +24,7 @@ def write(ctx):
     return {
         "experiment": name,
         "experiment_id": experiment_id,
-        "filtered": [i for i in range(RUNS - 1, -1, -1) if i >= 10 and i % 2 == 0],
+        "filtered": [i for i in range(RUNS - 1, -1, -1) if i >= FILTER_FROM and i % 2 == 0],
         "paged": list(range(RUNS)),
         "pages": -(-RUNS // PAGE),
         "experiments": [name],
@@ -32,7 +35,7 @@ def read(ctx, record):
     client = ctx.client
     ids = [record["experiment_id"]]
     filtered, _ = search_all_runs(
-        client, ids, "metrics.score >= 10 and params.group = 'even'", ["metrics.score DESC"]
+        client, ids, f"metrics.score >= {FILTER_FROM} and params.group = 'even'", ["metrics.score DESC"]
     )
     paged, pages = search_all_runs(client, ids, "", ["metrics.score ASC"], page_size=PAGE)
     found = client.search_experiments(filter_string=f"name = '{record['experiment']}'")
