@@ -19,7 +19,7 @@ from typing import Any
 from harness.paths import SCENARIOS_DIR
 from harness.versions import MlflowVersion
 
-NOT_SCENARIOS = {"driver", "common", "script"}  # the runner, its helpers, and the user-script adapter
+NOT_SCENARIOS = {"driver", "forkserver", "common", "script"}  # the runners, helpers, user-script adapter
 SCRIPT_PREFIX = "script:"
 
 

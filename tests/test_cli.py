@@ -45,6 +45,7 @@ from tests.conftest import REPO, run_cli
             "--postgres-image applies to the docker runtime",
         ),
         (["--path", "1.30.1:./tests"], "needs exactly one mlflow wheel, found no wheels"),
+        (["--client-launch", "thread"], "invalid choice: 'thread'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
@@ -63,6 +64,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], messa
         if pid.name.isdigit() and owner.of_process(int(pid.name)) == token
     ]
     assert started == [], "bad input must start no process"
+
+
+def test_a_bad_client_launch_from_the_environment_is_bad_input(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--results-dir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "MLFLOW_COMPAT_CLIENT_LAUNCH": "thread"})  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "mlflow-compat: error: MLFLOW_COMPAT_CLIENT_LAUNCH='thread': choose from fork, spawn"
+    ), proc.stderr
+    assert not any(tmp_path.iterdir())
 
 
 def test_unwritable_results_dir(tmp_path: Path) -> None:
