@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -198,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.results_dir.resolve() / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     work = owner.mkdtemp("mlflow-compat-bench-")
+    try:
+        return measure(args, run_id, out_dir, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # naive venvs, stores, the matrix's cell logs
+
+
+def measure(args: argparse.Namespace, run_id: str, out_dir: Path, work: Path) -> int:
     record: dict = {"run_id": run_id, "backends": args.backend, "paths": args.path, "jobs": args.jobs,
                     "cpus": os.cpu_count()}  # fmt: skip
 
@@ -227,11 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     for cell in data["cells"]:
         for phase, seconds in cell["timings"].items():
             phases[phase] = phases.get(phase, 0.0) + seconds
-    work = mlflow_work(data)
-    perfect = (servers_floor + clients_floor + sum(work.values())) / cores
+    spent = mlflow_work(data)
+    perfect = (servers_floor + clients_floor + sum(spent.values())) / cores
     record["matrix"] = {"wall": round(wall, 1), "phases": phases, "peak_rss_mib": round(peak / 2**20),
                         "statuses": {c["id"]: c["status"] for c in data["cells"]}}  # fmt: skip
-    record["work"] = {**{k: round(v, 1) for k, v in work.items()}, "floor_plus_work": round(perfect, 1),
+    record["work"] = {**{k: round(v, 1) for k, v in spent.items()}, "floor_plus_work": round(perfect, 1),
                       "overhead": round(wall - perfect, 1)}  # fmt: skip
 
     naive_speedup = None
@@ -251,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(cells)} cells over {cores} cores")  # fmt: skip
     print(f"floor: server starts {servers_floor:.0f}s + client imports {clients_floor:.0f}s, over {cores} "
           f"cores = {floor:.0f}s")  # fmt: skip
-    calls, upgrades = work["client-calls"], work["db-upgrade"]
+    calls, upgrades = spent["client-calls"], spent["db-upgrade"]
     print(f"work: MLflow's own client calls {calls:.0f}s + db upgrades {upgrades:.0f}s; floor+work over "
           f"{cores} cores = {perfect:.0f}s; harness overhead = wall - that = {wall - perfect:.0f}s "
           f"(wall / (floor+work) = {wall / perfect:.2f})")  # fmt: skip
@@ -262,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{n['cell_seconds']:.0f}s = {n['total']:.0f}s; x{len(cells)} cells = {n['matrix_estimate']:.0f}s"
         )
     (out_dir / f"{run_id}.json").write_text(json.dumps(record, indent=2))
+    shutil.copy(
+        ((work / "matrix-results" / "latest").resolve() / "results.json"), out_dir / f"{run_id}-matrix.json"
+    )
     speed = f"{naive_speedup:.1f}x" if naive_speedup is not None else "n/a"
     print(
         f"bench: wall={wall:.0f} floor={floor:.0f} ratio={wall / floor:.2f} naive_speedup={speed} "
