@@ -655,7 +655,7 @@ def run_matrix(opts: RunOptions) -> tuple[RunResult, Path]:
         interrupted=interrupted,
     )
     run.allow_xpass = bool(opts.allow_xpass.value)
-    durations.remember(run.cells)
+    durations.remember(cells, run.cells)
     previous = load_run(opts.compare.value) if opts.compare.value else None
     write_reports(run, run_dir, previous)
     update_latest_link(opts.results_dir.value, run_dir)
