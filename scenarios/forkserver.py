@@ -13,13 +13,15 @@ Protocol, one JSON object per line:
     -> {"pid": CHILD}                                                         at once
     -> {"pid": CHILD, "code": N}                                              when the child exits
 The harness kills a child that overruns its timeout by its process group (the child's pid). EOF on stdin
-ends the server; its children are the harness's to stop.
+ends the server, and kills a step still running (the harness that would time it out is gone).
 """
 
 import contextlib
 import importlib
 import json
 import os
+import select
+import signal
 import sys
 import traceback
 
@@ -76,25 +78,55 @@ def child(request):
             os._exit(code)
 
 
-def serve(stdin, stdout):
+def requests(fd):
+    """Request lines from ``fd`` (unbuffered, so that select() sees an EOF while a step runs)."""
+    buffer = b""
+    while True:
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield json.loads(line)
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return
+        buffer += chunk
+
+
+def wait(pid, fd):
+    """The step's exit code; if the harness goes away meanwhile (EOF on ``fd``), the step is killed too."""
+    # A pidfd wakes select() the moment the step exits (Linux 5.3, Python 3.9); else poll every 50 ms.
+    pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+            watched = [fd] if pidfd is None else [fd, pidfd]
+            readable, _, _ = select.select(watched, [], [], 0.05 if pidfd is None else None)
+            if fd in readable and not os.read(fd, 65536):  # the harness died: nobody reaps or times this
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                sys.exit(0)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def serve(fd, stdout):
     def say(message):
         stdout.write(json.dumps(message) + "\n")
         stdout.flush()
 
     say({"ready": True, "client_version": mlflow.__version__, "pid": os.getpid()})
-    for line in stdin:
-        if not line.strip():
-            continue
-        request = json.loads(line)
+    for request in requests(fd):
         pid = os.fork()
         if pid == 0:
             child(request)
         say({"pid": pid})
-        _, status = os.waitpid(pid, 0)
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-        say({"pid": pid, "code": code})
+        say({"pid": pid, "code": wait(pid, fd)})
 
 
 if __name__ == "__main__":
     warm()
-    serve(sys.stdin, sys.stdout)
+    serve(sys.stdin.fileno(), sys.stdout)

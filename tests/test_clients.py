@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -138,3 +140,38 @@ def test_spawn_runs_the_same_step_in_its_own_interpreter(
     monkeypatch.setenv(clients.LAUNCH_ENV, "thread")
     with pytest.raises(ValueError, match="MLFLOW_COMPAT_CLIENT_LAUNCH='thread'"):
         step(env, tmp_path, "meddle", MEDDLE, "http://127.0.0.1:1/b")
+
+
+def test_when_the_harness_dies_its_fork_server_and_running_step_go_too(env: Env, tmp_path: Path) -> None:
+    """SIGKILL leaves no cleanup to the harness: the fork server sees its stdin close and ends the step."""
+    (tmp_path / "sleep.py").write_text(SLEEP)
+    script = tmp_path / "harness_side.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from harness.clients import forkserver\n"
+        "from harness.envs import EnvCache\n"
+        "from harness.specs import parse_spec\n"
+        "tmp = Path(sys.argv[1])\n"
+        "env = EnvCache().ensure(parse_spec('1.30.1'), tmp / 'env2.log')\n"
+        "server = forkserver(env)\n"
+        "print(server.proc.pid, flush=True)\n"
+        "plan = tmp / 'plan.json'\n"
+        'plan.write_text(\'{"scenarios": [{"name": "sleep", "path": "%s"}]}\' % (tmp / \'sleep.py\'))\n'
+        "(tmp / 'scratch').mkdir(exist_ok=True)\n"
+        "server.run(['write', '--plan', str(plan), '--out', str(tmp / 'out.json')], env={},\n"
+        "           cwd=tmp / 'scratch', log=tmp / 'step.log', timeout=3600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    assert proc.stdout is not None
+    server_pid = int(proc.stdout.readline())
+    sleeper = tmp_path / "scratch" / "sleeper.pid"
+    deadline = time.monotonic() + 60
+    while not sleeper.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    step_pid = int(sleeper.read_text())
+    assert alive(step_pid, grace=0) and alive(server_pid, grace=0)
+    proc.kill()
+    proc.wait()
+    assert not alive(server_pid) and not alive(step_pid)
