@@ -2,7 +2,8 @@
 
   env       build or reuse one venv per MLflow version the cell needs
   before    FROM server on a fresh store; every client runs every scenario it has the API for (one client
-            process per client and phase), then every client reads back every record it can
+            process per client and step, forked from that version's fork server), then every client reads
+            back every record it can
   upgrade   stop the server, back the store up; start the next server on the un-upgraded store (refused,
             migrated by the server itself, or served as it is?) and restore the backup; snapshot the
             tables, `mlflow db upgrade` to the next version; the revision must be the new head and every
