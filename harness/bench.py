@@ -1,6 +1,8 @@
 """`nox -s bench`: the matrix's cost against its own floor and against the naive way, in one run.
 
   warm     every version's env exists (built now if not, and that build time is reported apart)
+  new env  each version's env built again in a throwaway cache (uv's download cache stays warm): what a
+           version the matrix has not seen yet costs
   floor    per version: launching its server on an empty store until /health answers; per client venv: a
            bare `import mlflow`. A cell cannot avoid its server starts (before, the un-upgraded probe, after,
            the rollback probe, the restore); clients import mlflow once per version and worker (every step
@@ -190,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", help="built-in scenarios (default: all)")
     parser.add_argument("--naive", default="sqlite:1.30.1:2.22.5", help="BACKEND:FROM:TO measured naively")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive measurement")
+    parser.add_argument("--no-new-envs", action="store_true", help="skip building each version's env anew")
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
     args.backend = args.backend or DEFAULT_BACKENDS
@@ -218,6 +221,13 @@ def measure(args: argparse.Namespace, run_id: str, out_dir: Path, work: Path) ->
     record["env_build_seconds"] = {
         k: (0.0 if e.reused else round(e.build_seconds, 1)) for k, e in built.items()
     }
+    if not args.no_new_envs:  # what a version the matrix has not seen yet costs (uv's downloads cached)
+        fresh = EnvCache(work / "new-envs")
+        record["new_env_seconds"] = {
+            s.label: round(fresh.ensure(s, work / f"new-env-{s.label}.log").build_seconds, 1)
+            for s in versions
+        }
+        shutil.rmtree(work / "new-envs", ignore_errors=True)
 
     server_s = {s.label: server_floor(s, envs, work) for s in versions}
     import_s = {s.label: import_floor(s, envs, work) for s in versions}
@@ -263,6 +273,10 @@ def measure(args: argparse.Namespace, run_id: str, out_dir: Path, work: Path) ->
     print(f"work: MLflow's own client calls {calls:.0f}s + db upgrades {upgrades:.0f}s; floor+work over "
           f"{cores} cores = {perfect:.0f}s; harness overhead = wall - that = {wall - perfect:.0f}s "
           f"(wall / (floor+work) = {wall / perfect:.2f})")  # fmt: skip
+    if "new_env_seconds" in record:
+        print("new env, byte-compiled (uv's download cache warm): "
+              + ", ".join(f"{k} {v:.1f}s" for k, v in record["new_env_seconds"].items()))  # fmt: skip
+    print(f"env phase (lookups, builds) over {len(cells)} cells: {phases.get('env', 0.0):.1f}s")
     if "naive" in record:
         n = record["naive"]
         print(

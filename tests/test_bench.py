@@ -35,5 +35,6 @@ def test_bench_runs_and_writes_its_record(tmp_path: Path) -> None:
     assert data["work"]["client-calls"] > 0 and data["work"]["db-upgrade"] > 0
     assert set(temp.glob("mlflow-compat-bench-*")) <= before, "its scratch directory is removed"
     assert set(data["floor"]["server_start"]) == {"1.30.1", "2.22.5"}
+    assert set(data["new_env_seconds"]) == {"1.30.1", "2.22.5"}, "each version's env built anew"
     assert data["matrix"]["statuses"] == {"sqlite:1.30.1->2.22.5": "pass"}
     assert data["matrix"]["peak_rss_mib"] > 0 and "client" in data["matrix"]["phases"]
