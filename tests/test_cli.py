@@ -12,6 +12,27 @@ from harness import owner
 from tests.conftest import REPO, run_cli
 
 
+def refused(tmp_path: Path, command: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``command`` as a user would; it must exit 2 with one line on stderr, having created no run and
+    started no process. Returns that line."""
+    results = tmp_path / "results"
+    token = f"bad-input-{uuid.uuid4().hex}"  # anything the CLI started would carry it (harness.owner)
+    cmd = [sys.executable, "-m", "harness.cli", command, "--results-dir", str(results), *args]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, **(env or {}), owner.ENV: token})  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert not results.exists() or not any(results.iterdir()), "bad input must not create a run"
+    started = [
+        pid.name
+        for pid in Path("/proc").iterdir()
+        if pid.name.isdigit() and owner.of_process(int(pid.name)) == token
+    ]
+    assert started == [], "bad input must start no process"
+    return lines[0]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -49,32 +70,12 @@ from tests.conftest import REPO, run_cli
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
-    results = tmp_path / "results"
-    token = f"bad-input-{uuid.uuid4().hex}"  # anything the CLI started would carry it (harness.owner)
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--results-dir", str(results), *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, owner.ENV: token})  # fmt: skip
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
-    assert not results.exists() or not any(results.iterdir()), "bad input must not create a run"
-    started = [
-        pid.name
-        for pid in Path("/proc").iterdir()
-        if pid.name.isdigit() and owner.of_process(int(pid.name)) == token
-    ]
-    assert started == [], "bad input must start no process"
+    assert message in refused(tmp_path, "run", *args)
 
 
 def test_a_bad_client_launch_from_the_environment_is_bad_input(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--results-dir", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, "MLFLOW_COMPAT_CLIENT_LAUNCH": "thread"})  # fmt: skip
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == (
-        "mlflow-compat: error: MLFLOW_COMPAT_CLIENT_LAUNCH='thread': choose from fork, spawn"
-    ), proc.stderr
-    assert not any(tmp_path.iterdir())
+    line = refused(tmp_path, "run", env={"MLFLOW_COMPAT_CLIENT_LAUNCH": "thread"})
+    assert line == "mlflow-compat: error: MLFLOW_COMPAT_CLIENT_LAUNCH='thread': choose from fork, spawn"
 
 
 def test_unwritable_results_dir(tmp_path: Path) -> None:
@@ -138,6 +139,4 @@ def test_list_shows_the_cells_a_discovered_profile_would_run_and_starts_nothing(
     ],
 )
 def test_gate_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
-    proc = run_cli("gate", "--results-dir", str(tmp_path / "r"), *args, timeout=300)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+    assert message in refused(tmp_path, "gate", *args)
