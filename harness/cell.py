@@ -33,13 +33,13 @@ from pathlib import Path
 
 from harness import integrity, owner, procs
 from harness.backends import Store, StoreError, new_store
-from harness.clients import StepOutcome, is_connection_failure, run_driver
+from harness.clients import StepOutcome, call_failure, run_driver
 from harness.databases import DatabaseServer
 from harness.envs import Env, EnvCache, EnvError
 from harness.expectations import Expectation
 from harness.expectations import apply as apply_expectations
 from harness.plan import CellPlan
-from harness.results import CellResult, Check, Status, worst
+from harness.results import CellResult, Check, Problem, Status, worst
 from harness.runtime import RunningServer, Runtime
 from harness.scenarios import Scenario, resolve
 from harness.server import ServerStartError, StartFailure
@@ -280,8 +280,7 @@ class Cell:
         with self.step("integrity", phase, server=str(env.version), timing="upgrade") as check:
             report = integrity.compare(rows_before, integrity.snapshot(store.sqlalchemy_url))
             check.detail = report.summary()
-            if not report.ok:
-                check.status, check.excerpt = Status.FAIL, "\n".join(report.differences)
+            check.fail_each(report.differences)
         return backup
 
     def probe_unupgraded(self, check: Check, env: Env, store: Store, backup: Path) -> None:
@@ -309,8 +308,7 @@ class Cell:
         elif now == env.schema_head:
             report = integrity.compare(rows_before, integrity.snapshot(store.sqlalchemy_url))
             check.detail = f"migrated the store itself on start: {revision} -> {now}; {report.summary()}"
-            if not report.ok:
-                check.status, check.excerpt = Status.FAIL, "\n".join(report.differences)
+            check.fail_each(report.differences)
         else:
             check.status = Status.FAIL
             check.detail = (
@@ -396,9 +394,12 @@ class Cell:
             got = self.scenario_result(check, outcome, scenario.name)
             if got is None:
                 continue
+            check.seconds = got["seconds"]
             record = got["record"]
             key = f"{phase}/{client.version}/{scenario.name}"
-            self.written.append(Written(key, scenario.name, writer, phase, record))
+            window = tuple(got["window"]) if got.get("window") else None
+            self.written.append(Written(key, scenario.name, writer, phase, record, client=str(client.version),
+                                        server=server.version, window=window))  # fmt: skip
             shown = [f"{k}={v}" for k, v in record.items() if isinstance(v, str | int) and len(str(v)) < 200]
             check.detail = f"acknowledged in {got['seconds']:.1f}s" + (
                 f": {', '.join(shown)}" if shown else ""
@@ -407,7 +408,8 @@ class Cell:
     def read(
         self, phase: str, client: Env, server: RunningServer, written: list[Written], name: str = "read"
     ) -> None:
-        """One client process reads back every record it can; each scenario's records are one check."""
+        """One client process reads back every record it can; each scenario's records are one check, and
+        each record's outcome is kept in it (a difference or a wrong answer: fail; no answer: error)."""
         if not written:
             self.result.add(Check(name, phase, Status.SKIP, "no acknowledged writes to read back",
                                   client=str(client.version), server=server.version))  # fmt: skip
@@ -426,31 +428,39 @@ class Cell:
         for scenario in readable:
             check = self.scenario_check(name, phase, client, server, scenario, stem)
             mine = [w for w in records if w.scenario == scenario.name]
-            problems: list[str] = []
+            check.writers = [dict(t) for t in dict.fromkeys(tuple(w.written_by.items()) for w in mine)]
+            read: set[str | None] = set()  # records the client returned (with or without differences)
             for w in mine:
                 tried = self.tried.setdefault((w.key, phase), [])
-                got = self.scenario_result(check, outcome, w.key)
+                got = self.scenario_result(check, outcome, w.key, w)
                 if got is None:
                     tried.append(check)
-                    if check.status is not Status.ERROR:
-                        problems.append(f"{w.writer}: read failed: {check.detail}")
                     continue
+                read.add(w.key)
+                check.seconds += got["seconds"]
                 differences = diff(w.record, got["observed"])
                 if differences:
                     tried.append(check)
                 else:
                     self.confirmed.add((w.key, phase))
-                problems += [f"{w.writer}: {d}" for d in differences]
-            if check.status is Status.ERROR:
+                check.problems += [Problem(f"{w.writer}: {d}", Status.FAIL, w.key, w.written_by)
+                                   for d in differences]  # fmt: skip
+            check.settle()
+            if not check.problems:
+                check.detail = f"{len(mine)} records read back exactly as written"
                 continue
-            if problems:
-                check.status = Status.FAIL
-                check.detail = f"{len(problems)} difference(s) in {len(mine)} records: " + "; ".join(
-                    problems[:2]
-                )
-                check.excerpt = "\n".join(problems)
-            else:
-                check.status, check.detail = Status.PASS, f"{len(mine)} records read back exactly as written"
+            differences = sum(p.record in read for p in check.problems)
+            failed = {p.record for p in check.problems if p.status is Status.FAIL} - read
+            unread = {p.record for p in check.problems if p.status is Status.ERROR}
+            summary = [f"{differences} difference(s)"] if differences else []
+            summary += [f"{len(failed)} read(s) failed"] if failed else []
+            summary += [f"{len(unread)} record(s) not read (no answer)"] if unread else []
+            check.detail = f"{', '.join(summary)} in {len(mine)} records: " + "; ".join(
+                p.text for p in check.problems[:2]
+            )
+            # Every problem, then the traceback or log tail of a failed read (kept by scenario_result).
+            listed = "\n".join(p.text for p in check.problems)
+            check.excerpt = f"{listed}\n\n{check.excerpt}" if check.excerpt else listed
 
     def account_for_writes(self) -> Account | None:
         """`acked writes: N, read back: N`: every write a client saw acknowledged must be read back intact
@@ -522,23 +532,32 @@ class Cell:
         return outcome
 
     @staticmethod
-    def scenario_result(check: Check, outcome: StepOutcome, key: str) -> dict | None:
-        """One scenario's outcome from a client process; on failure, classified on ``check`` (None)."""
+    def scenario_result(
+        check: Check, outcome: StepOutcome, key: str, written: Written | None = None
+    ) -> dict | None:
+        """One scenario's outcome from a client process, or None with the problem added to ``check``: a
+        process that never reported (timed out, crashed) or a call that got no answer is an error; a call
+        the server answered with an error, or a client that raised, is MLflow's failure."""
+        record, by = (written.key, written.written_by) if written else (None, None)
+        prefix = f"{written.writer}: " if written else ""
         if not outcome.ok:
-            check.status, check.detail, check.excerpt = Status.ERROR, outcome.error, outcome.excerpt
-            return None
-        got = outcome.data["results"].get(key)
-        if got is None:
-            check.status, check.detail = Status.ERROR, f"the client process reported nothing for {key}"
-            return None
-        if not got["ok"]:
-            lost = is_connection_failure(got["error"])
-            check.status = Status.ERROR if lost else Status.FAIL
-            check.detail = ("lost the connection to the server: " if lost else "") + got["error"]
+            problem = Problem(prefix + outcome.error, Status.ERROR, record, by)
+            check.excerpt = outcome.excerpt
+        elif (got := outcome.data["results"].get(key)) is None:
+            problem = Problem(
+                f"{prefix}the client process reported nothing for {key}", Status.ERROR, record, by
+            )
+        elif not got["ok"]:
+            failure = call_failure(got)
+            problem = Problem(prefix + failure.text, Status.FAIL if failure.answered else Status.ERROR,
+                              record, by)  # fmt: skip
             check.excerpt = got.get("traceback")
-            return None
-        check.seconds = got["seconds"]
-        return got
+        else:
+            return got
+        check.problems.append(problem)
+        check.settle()
+        check.detail = problem.text
+        return None
 
     # -- servers ------------------------------------------------------------------------------------
     @contextmanager

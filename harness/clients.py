@@ -1,4 +1,9 @@
-"""Running scenario steps in a client process inside a client version's venv."""
+"""Running scenario steps in a client process inside a client version's venv, and telling from what the
+wire saw whether a failed call was answered by the server (MLflow's behaviour) or not (the machine's).
+
+What lives here: the per-version fork servers, one driver process per client step, its timeout and
+retries, and the classification of a failed call. What does not: what a scenario does (scenarios/), how a
+record is compared (verify.py), what a check's status becomes (cell.py, expectations.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import atexit
 import contextlib
 import json
 import os
-import re
 import select
 import subprocess
 import tempfile
@@ -15,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from harness import owner, procs
 from harness.envs import Env
@@ -34,16 +39,40 @@ LAUNCHES = ("fork", "spawn")
 FORKSERVER_READY_S = 120.0
 
 
-_CONNECTION_LOST = re.compile(
-    r"ConnectionError|ConnectionRefusedError|Connection refused|Max retries exceeded|RemoteDisconnected"
-    r"|ConnectionResetError|Connection aborted"
-)
+@dataclass(frozen=True)
+class CallFailure:
+    """Why a scenario raised, as the wire saw it. ``answered``: the server sent an HTTP response (any status)
+    to the last call before the failure, or the client failed with no call outstanding: MLflow's behaviour.
+    Not answered: the last call got no response at all (refused, reset, timed out): the machine's."""
+
+    answered: bool
+    text: str
 
 
-def is_connection_failure(error: str) -> bool:
-    """Whether a client call failed because the server was not there (the machine), not because it answered
-    wrongly (MLflow). A server that dies mid-phase is also reported by the cell's server-alive check."""
-    return bool(_CONNECTION_LOST.search(error))
+def _call(exchange: dict[str, Any]) -> str:
+    path = urlsplit(str(exchange.get("url", ""))).path or "?"
+    return f"{exchange.get('method', '?')} {path}"
+
+
+def call_failure(got: dict[str, Any]) -> CallFailure:
+    """Classify a failed scenario from the HTTP exchanges its client process recorded. scenarios/driver.py
+    records them at urllib3's request level, so the retries that MLflow reports only as "Max retries
+    exceeded" are seen with their status. Never decided from the error's wording."""
+    error = str(got.get("error", ""))
+    recent = (got.get("http") or {}).get("recent") or []
+    if not recent:
+        return CallFailure(True, f"the client failed before any HTTP exchange: {error}")
+    last = recent[-1]
+    if "status" not in last:
+        return CallFailure(
+            False, f"no answer from the server to {_call(last)} ({last.get('error')}): {error}"
+        )
+    status = int(last["status"])
+    if status >= 400:
+        return CallFailure(True, f"the server answered HTTP {status} to {_call(last)}: {error}")
+    return CallFailure(
+        True, f"the client failed after the server answered HTTP {status} to {_call(last)}: {error}"
+    )
 
 
 @dataclass

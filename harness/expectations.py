@@ -3,13 +3,17 @@
 Upstream does not promise that every new client works against every old server. A declaration names a
 check (its name, and optionally phase, scenario and backend), the client and server version ranges it
 covers, the error that is expected (a substring, or a regular expression as ``re:PATTERN``), and why, with
-an upstream link. Applied to a finished cell:
+an upstream link; optionally ``written_by`` (client and server ranges and the phase of the records' writer:
+"records written by 1.x before the upgrade"). Applied to a finished cell, problem by problem (each record's
+difference, each failed call, each lost row is a problem of its check, harness/results.py):
 
-  failed as declared, with the declared error   -> xfail
-  failed with a different error                 -> fail (named: the declaration did not cover this)
-  passed although declared to fail              -> xpass (the declaration is stale)
+  every failing problem covered, with its declared error   -> xfail
+  any failing problem not covered                          -> fail (naming what no declaration covers)
+  passed although declared to fail                         -> xpass (the declaration is stale)
 
-Infrastructure errors and skips are never touched.
+A declaration covers exactly what it names: one matching difference never turns the others in the same check
+into xfail. Infrastructure errors and skips are never touched (a check keeps `error` when a problem of it got
+no answer, even when its failures were all declared).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from harness.results import CellResult, Check, Status
+from harness.results import CellResult, Check, Problem, Status
 
 
 class ExpectationError(ValueError):
@@ -45,6 +49,8 @@ class Expectation:
     server: str = ""
     from_: str = ""  # on the version that created the cell's store (the path's first)
     backends: tuple[str, ...] = field(default_factory=tuple)  # empty = every backend
+    # Only records written by these (keys client, server: version ranges; phase: a phase name); empty = any.
+    written_by: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
     def covers(self, check: Check, result: CellResult) -> bool:
         """Whether this declaration is about ``check`` of ``result`` (regardless of how it ended)."""
@@ -63,6 +69,27 @@ class Expectation:
             return re.search(self.error[3:], text) is not None
         return self.error in text
 
+    def matches_writer(self, written_by: dict[str, str] | None) -> bool:
+        """Whether a record written by ``written_by`` is one this declaration names (any record, when it
+        says nothing of its writer)."""
+        if not self.written_by:
+            return True
+        if written_by is None:  # not a record read back (a call, a row): a written_by declaration is silent
+            return False
+        wanted = dict(self.written_by)
+        if "phase" in wanted and written_by.get("phase") != wanted["phase"]:
+            return False
+        return _within(written_by.get("client"), wanted.get("client", "")) and _within(
+            written_by.get("server"), wanted.get("server", "")
+        )
+
+    def covers_problem(self, problem: Problem) -> bool:
+        return self.matches_error(problem.text) and self.matches_writer(problem.written_by)
+
+    def applies_to(self, check: Check) -> bool:
+        """Whether a passing ``check`` is one this declaration says should fail (for xpass)."""
+        return not self.written_by or any(self.matches_writer(w) for w in check.writers)
+
 
 def _within(version: str | None, spec: str) -> bool:
     if not spec:
@@ -76,6 +103,7 @@ def _within(version: str | None, spec: str) -> bool:
 
 
 REQUIRED = ("id", "check", "error", "reason")
+OPTIONAL = ("link", "phase", "scenario", "client", "server", "from", "backends", "written_by")
 
 
 def parse(data: dict[str, Any], source: str) -> list[Expectation]:
@@ -84,24 +112,35 @@ def parse(data: dict[str, Any], source: str) -> list[Expectation]:
         missing = [k for k in REQUIRED if not item.get(k)]
         if missing:
             raise ExpectationError(f"{source}: declaration {i} lacks {', '.join(missing)}")
-        unknown = set(item) - {*REQUIRED, "link", "phase", "scenario", "client", "server", "from", "backends"}
+        unknown = set(item) - {*REQUIRED, *OPTIONAL}
         if unknown:
             raise ExpectationError(f"{source}: declaration {item['id']!r} has unknown keys {sorted(unknown)}")
-        for key in ("client", "server", "from"):
+        written_by = item.get("written_by", {})
+        if not isinstance(written_by, dict) or set(written_by) - {"client", "server", "phase"}:
+            raise ExpectationError(
+                f"{source}: {item['id']}: written_by takes a table of client, server and phase"
+            )
+        ranges = [(key, item.get(key, "")) for key in ("client", "server", "from")]
+        ranges += [(f"written_by.{key}", written_by.get(key, "")) for key in ("client", "server")]
+        for key, spec in ranges:
             try:
-                SpecifierSet(item.get(key, ""))
+                SpecifierSet(spec)
             except ValueError:
-                raise ExpectationError(
-                    f"{source}: {item['id']}: {key} {item[key]!r} is no version range"
-                ) from None
+                why = f"{source}: {item['id']}: {key} {spec!r} is no version range"
+                raise ExpectationError(why) from None
         if item["error"].startswith("re:"):
             try:
                 re.compile(item["error"][3:])
             except re.error as exc:
                 raise ExpectationError(f"{source}: {item['id']}: bad pattern: {exc}") from None
-        fields = {k: v for k, v in item.items() if k not in ("from", "backends")}
+        fields = {k: v for k, v in item.items() if k not in ("from", "backends", "written_by")}
         out.append(
-            Expectation(**fields, from_=item.get("from", ""), backends=tuple(item.get("backends", ())))
+            Expectation(
+                **fields,
+                from_=item.get("from", ""),
+                backends=tuple(item.get("backends", ())),
+                written_by=tuple(sorted(written_by.items())),
+            )
         )
     ids = [e.id for e in out]
     if dupes := sorted({i for i in ids if ids.count(i) > 1}):
@@ -127,23 +166,49 @@ def load(path: Path | None) -> tuple[Expectation, ...]:
 
 
 def apply(result: CellResult, expectations: tuple[Expectation, ...]) -> None:
-    """Turn declared failures into xfail, stale declarations into xpass; then settle the cell's status."""
+    """Turn declared failures into xfail problem by problem, stale declarations into xpass; then settle the
+    cell's status."""
     for check in result.checks:
         covering = [e for e in expectations if e.covers(check, result)]
-        if not covering or check.status in (Status.ERROR, Status.SKIP):
-            continue
-        names = ", ".join(e.id for e in covering)
-        if check.status is Status.PASS:
-            check.status = Status.XPASS
-            check.detail = f"declared to fail ({names}) but passed: the declaration is stale; {check.detail}"
-            continue
-        text = f"{check.detail}\n{check.excerpt or ''}"
-        matched = next((e for e in covering if e.matches_error(text)), None)
-        if matched is not None:
-            check.status = Status.XFAIL
-            check.expected = matched.id
-            check.detail = f"expected ({matched.id}: {matched.reason}): {check.detail}"
-        else:
-            wanted = "; ".join(repr(e.error) for e in covering)
-            check.detail = f"declared ({names}) with a different error ({wanted}): {check.detail}"
+        if covering:
+            _apply(check, covering)
     result.finish()
+
+
+def _apply(check: Check, covering: list[Expectation]) -> None:
+    names = ", ".join(e.id for e in covering)
+    if check.status is Status.PASS:
+        stale = [e.id for e in covering if e.applies_to(check)]
+        if stale:
+            check.status = Status.XPASS
+            check.detail = (
+                f"declared to fail ({', '.join(stale)}) but passed: the declaration is stale; {check.detail}"
+            )
+        return
+    if check.status is not Status.FAIL:  # error, skip: never declared away
+        return
+    # A check without problems of its own (a refused upgrade, a crashed server) is one problem: its text.
+    whole = Problem(f"{check.detail}\n{check.excerpt or ''}", Status.FAIL)
+    problems = [p for p in check.problems or [whole] if p.status is Status.FAIL]
+    for problem in problems:
+        matched = next((e for e in covering if e.covers_problem(problem)), None)
+        if matched is not None:
+            problem.status, problem.expected = Status.XFAIL, matched.id
+    if check.problems:
+        check.settle()
+    elif whole.status is Status.XFAIL:
+        check.status = Status.XFAIL
+    declared = {e.id: e for e in covering if any(p.expected == e.id for p in problems)}
+    uncovered = [p for p in problems if p.status is Status.FAIL]
+    if not uncovered:
+        check.expected = ", ".join(declared)
+        reasons = "; ".join(f"{e.id}: {e.reason}" for e in declared.values())
+        check.detail = f"expected ({reasons}): {check.detail}"
+    elif declared:
+        check.detail = (
+            f"{len(uncovered)} of {len(problems)} problem(s) not covered by the declarations "
+            f"({', '.join(declared)}): {uncovered[0].text}; {check.detail}"
+        )
+    else:
+        wanted = "; ".join(repr(e.error) for e in covering)
+        check.detail = f"declared ({names}) with a different error ({wanted}): {check.detail}"

@@ -1,4 +1,12 @@
-"""The result model: checks, cells and runs, and how statuses roll up into verdicts and exit codes."""
+"""The result model: checks, cells and runs, and how statuses roll up into verdicts and exit codes.
+
+A check is one step of a cell (a client's write of one scenario, a read of every record of a scenario, a
+server start, an upgrade, ...). What went wrong inside it is kept item by item as problems: each record
+read back with a difference, each call the server answered wrongly, each call that got no answer. A check
+takes the worst of its problems (fail > error > xpass > xfail), so one record's error never hides another
+record's failure, and a declaration (harness/expectations.py) covers exactly the problems it names.
+Nothing here runs anything or renders anything.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +46,26 @@ class ExitCode:
 
 
 @dataclass
+class Problem:
+    """One thing wrong inside a check: a difference in one record (``record`` names it, ``written_by`` the
+    client, server and phase that wrote it), a call the server answered wrongly (``fail``), or one that got
+    no answer (``error``). ``expected`` is the declaration that covers it once expectations are applied."""
+
+    text: str
+    status: Status
+    record: str | None = None
+    written_by: dict[str, str] | None = None  # {"client": V, "server": V, "phase": P}
+    expected: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Problem:
+        return cls(**{**data, "status": Status(data["status"])})
+
+
+@dataclass
 class Check:
     """One named step of a cell, e.g. `write` by client 2.22.5 against server 1.30.1 in phase `before`."""
 
@@ -51,14 +79,32 @@ class Check:
     seconds: float = 0.0
     logs: list[str] = field(default_factory=list)  # paths relative to the cell's directory
     excerpt: str | None = None  # the part of a log or traceback that explains a failure
-    expected: str | None = None  # the id of the declared incompatibility this check failed as (xfail)
+    expected: str | None = None  # the id(s) of the declared incompatibilities this check failed as (xfail)
+    problems: list[Problem] = field(
+        default_factory=list
+    )  # each thing wrong, when there is more than a detail
+    writers: list[dict[str, str]] = field(default_factory=list)  # a read's records were written by these
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Check:
-        return cls(**{**data, "status": Status(data["status"])})
+        problems = [Problem.from_json(p) for p in data.get("problems", ())]
+        return cls(**{**data, "status": Status(data["status"]), "problems": problems})
+
+    def fail_each(self, texts: list[str]) -> None:
+        """Fail with one problem per text (each declared, or not, on its own), all in the excerpt."""
+        if not texts:
+            return
+        self.problems += [Problem(text, Status.FAIL) for text in texts]
+        self.excerpt = "\n".join(p.text for p in self.problems)
+        self.settle()
+
+    def settle(self) -> None:
+        """The check's status from its problems: the worst of them (fail > error > xpass > xfail)."""
+        if self.problems:
+            self.status = worst([p.status for p in self.problems])
 
 
 @dataclass

@@ -7,7 +7,7 @@ one comparison serves every scenario: values, metric histories, artifact bytes, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 SHOWN = 60  # characters of a value shown in a difference
@@ -22,6 +22,13 @@ class Written:
     writer: str  # e.g. "client 2.22.5 -> server 1.30.1 (before)"
     phase: str
     record: dict[str, Any]
+    client: str = ""  # the writing client's version
+    server: str = ""  # the server that acknowledged the write
+    window: tuple[int, int] | None = field(default=None, compare=False)  # wall clock of the write, epoch ms
+
+    @property
+    def written_by(self) -> dict[str, str]:
+        return {"client": self.client, "server": self.server, "phase": self.phase}
 
 
 def _show(value: Any) -> str:

@@ -9,9 +9,16 @@ Started as a script (MLFLOW_COMPAT_CLIENT_LAUNCH=spawn) or forked from scenarios
         Each scenario's read(ctx, record) reads the same things back and returns them in the record's shape.
 
 OUT: {"ok": true, "client_version", "tracking_uri", "pid", "ppid", "results": {NAME or KEY: {"ok",
-"record" | "observed", "error", "traceback", "seconds"}}}. One scenario raising does not stop the others;
-the harness compares records with what was observed. No JSON at all means the client itself is broken
-(an error of the environment).
+"record" | "observed", "error", "traceback", "http", "seconds", "window"}}}. One scenario raising does not
+stop the others; the harness compares records with what was observed. No JSON at all means the client itself
+is broken (an error of the environment).
+
+"http" is what the wire saw while a scenario ran: every HTTP exchange urllib3 made for it (so also each
+retry that MLflow's client hides behind "Max retries exceeded ... too many 500 error responses"), as
+{"method", "url", "status"} when the server answered, or {"method", "url", "error"} when no answer came back
+(refused, reset, timed out). The harness decides from the last exchange before a failure whether the server
+answered (MLflow's behaviour) or not (the machine's). "window" is the scenario's wall-clock [start, end] in
+epoch milliseconds, for what servers generate at write time.
 """
 
 import argparse
@@ -31,6 +38,55 @@ from common import Context
 
 _modules = {}
 
+WIRE_KEPT = 20  # exchanges kept per scenario: the failing call and what led to it
+
+
+class Wire:
+    """Records every HTTP exchange of this process at urllib3's lowest request level (requests, boto3 and
+    MLflow's own retries all pass through HTTPConnectionPool._make_request, in urllib3 1.x and 2.x)."""
+
+    def __init__(self):
+        self.exchanges = []
+        self.count = 0
+
+    def install(self):
+        try:
+            from urllib3 import connectionpool
+        except ImportError:  # no urllib3, no HTTP: a file-store client, nothing to record
+            return
+        pool = connectionpool.HTTPConnectionPool
+        if getattr(pool._make_request, "_compat_wire", False):
+            return
+        original = pool._make_request
+        wire = self
+
+        def _make_request(self, conn, method, url, *args, **kwargs):
+            where = f"{self.scheme}://{self.host}:{self.port}{url.split('?', 1)[0]}"
+            try:
+                response = original(self, conn, method, url, *args, **kwargs)
+            except BaseException as exc:
+                wire.add({"method": method, "url": where, "error": f"{type(exc).__name__}: {exc}"})
+                raise
+            wire.add({"method": method, "url": where, "status": int(getattr(response, "status", 0) or 0)})
+            return response
+
+        _make_request._compat_wire = True
+        pool._make_request = _make_request
+
+    def add(self, exchange):
+        self.count += 1
+        self.exchanges.append(exchange)
+        del self.exchanges[:-WIRE_KEPT]
+
+    def reset(self):
+        self.exchanges, self.count = [], 0
+
+    def report(self):
+        return {"count": self.count, "recent": list(self.exchanges)}
+
+
+WIRE = Wire()
+
 
 def load(path):
     if path not in _modules:
@@ -43,12 +99,15 @@ def load(path):
 
 
 def attempt(key, call, field):
-    started = time.monotonic()
+    started, wall = time.monotonic(), int(time.time() * 1000)
+    WIRE.reset()
     try:
         out = {"ok": True, field: call()}
     except Exception as exc:
         out = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        out["http"] = WIRE.report()
     out["seconds"] = round(time.monotonic() - started, 3)
+    out["window"] = [wall, int(time.time() * 1000)]
     return key, out
 
 
@@ -79,6 +138,7 @@ def main(argv):
     parser.add_argument("--plan", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    WIRE.install()
     with open(args.plan) as fh:
         plan = json.load(fh)
     step = write if args.step == "write" else read

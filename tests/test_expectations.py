@@ -4,10 +4,11 @@ shown for real in tests/test_gate.py)."""
 from pathlib import Path
 
 import pytest
+from packaging.specifiers import SpecifierSet
 
 from harness import expectations
 from harness.expectations import ExpectationError, apply, load
-from harness.results import CellResult, Check, Status
+from harness.results import CellResult, Check, Problem, Status
 
 
 def cell(*checks: Check, backend: str = "sqlite", path: tuple[str, ...] = ("2.22.5", "3.17.2")) -> CellResult:
@@ -91,6 +92,79 @@ reason = "r"
         assert miss.status is Status.FAIL
 
 
+TRASH = """
+[[expect]]
+id = "file-trash"
+check = "read"
+scenario = "experiment_lifecycle"
+error = "stage: 'active', expected 'deleted'"
+reason = "r"
+written_by = { client = "<2.0", phase = "before" }
+"""
+OLD = {"client": "1.30.1", "server": "1.30.1", "phase": "before"}
+NEW = {"client": "2.22.5", "server": "2.22.5", "phase": "after"}
+
+
+def lifecycle_read(*problems: Problem, writers: tuple[dict[str, str], ...] = (OLD, NEW)) -> Check:
+    check = Check("read", "after", Status.PASS, "read", client="2.22.5", server="2.22.5",
+                  scenario="experiment_lifecycle", writers=list(writers))  # fmt: skip
+    check.problems = list(problems)
+    check.settle()
+    return check
+
+
+def test_a_declaration_covers_each_difference_it_names_and_no_other(tmp_path: Path) -> None:
+    """A declared difference and an undeclared one in the same check: the check is fail, naming the other."""
+    declared_one = Problem("client 1.30.1 (before): experiments['3'].stage: 'active', expected 'deleted'",
+                           Status.FAIL, "before/1.30.1/experiment_lifecycle", OLD)  # fmt: skip
+    other = Problem("client 1.30.1 (before): experiments['3'].name: 'x', expected 'y'", Status.FAIL,
+                    "before/1.30.1/experiment_lifecycle", OLD)  # fmt: skip
+    result = cell(lifecycle_read(declared_one, other), backend="file", path=("1.30.1", "2.22.5"))
+    apply(result, declared(tmp_path, TRASH))
+    (check,) = result.checks
+    assert check.status is Status.FAIL and result.status is Status.FAIL
+    assert declared_one.status is Status.XFAIL and declared_one.expected == "file-trash"
+    assert other.status is Status.FAIL and other.expected is None
+    assert "1 of 2 problem(s) not covered by the declarations (file-trash)" in check.detail
+    assert "name: 'x', expected 'y'" in check.detail
+    # Alone, the declared difference is xfail.
+    alone = Problem(declared_one.text, Status.FAIL, declared_one.record, OLD)
+    result = cell(lifecycle_read(alone), backend="file", path=("1.30.1", "2.22.5"))
+    apply(result, declared(tmp_path, TRASH))
+    assert result.checks[0].status is Status.XFAIL and result.checks[0].expected == "file-trash"
+
+
+def test_written_by_names_whose_records_a_declaration_covers(tmp_path: Path) -> None:
+    """The same difference in a record a 2.x client wrote after the upgrade is not what was declared."""
+    text = "client 2.22.5 (after): experiments['3'].stage: 'active', expected 'deleted'"
+    result = cell(lifecycle_read(Problem(text, Status.FAIL, "after/2.22.5/experiment_lifecycle", NEW)))
+    apply(result, declared(tmp_path, TRASH))
+    assert result.checks[0].status is Status.FAIL
+    assert "declared (file-trash) with a different error" in result.checks[0].detail
+    # A passing read of records a 1.x client wrote is a stale declaration; one of 2.x records only is not.
+    stale = cell(lifecycle_read(writers=(OLD, NEW)))
+    apply(stale, declared(tmp_path, TRASH))
+    assert stale.checks[0].status is Status.XPASS
+    unrelated = cell(lifecycle_read(writers=(NEW,)))
+    apply(unrelated, declared(tmp_path, TRASH))
+    assert unrelated.checks[0].status is Status.PASS
+
+
+def test_a_record_without_an_answer_keeps_the_check_an_error_when_the_rest_is_declared(
+    tmp_path: Path,
+) -> None:
+    covered = Problem("client 1.30.1 (before): experiments['3'].stage: 'active', expected 'deleted'",
+                      Status.FAIL, "before/1.30.1/experiment_lifecycle", OLD)  # fmt: skip
+    lost = Problem("no answer from the server to GET /api/2.0/mlflow/experiments/get (ConnectionError)",
+                   Status.ERROR, "after/2.22.5/experiment_lifecycle", NEW)  # fmt: skip
+    check = lifecycle_read(covered, lost)
+    assert check.status is Status.FAIL  # fail outranks error inside a check
+    result = cell(check)
+    apply(result, declared(tmp_path, TRASH))
+    assert covered.status is Status.XFAIL and lost.status is Status.ERROR
+    assert check.status is Status.ERROR and result.status is Status.ERROR
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -106,6 +180,14 @@ reason = "r"
         ),
         ('[[expect]]\nid = "a"\ncheck = "w"\nerror = "e"\nreason = "r"\n' * 2, "duplicate ids ['a']"),
         ("not toml [", "expect.toml"),
+        (
+            '[[expect]]\nid = "a"\ncheck = "w"\nerror = "e"\nreason = "r"\nwritten_by = { clint = "<2" }\n',
+            "written_by takes a table of client, server and phase",
+        ),
+        (
+            '[[expect]]\nid = "a"\ncheck = "w"\nerror = "e"\nreason = "r"\nwritten_by = { client = "x" }\n',
+            "written_by.client 'x' is no version range",
+        ),
     ],
 )
 def test_bad_declarations_are_refused(tmp_path: Path, body: str, message: str) -> None:
@@ -117,3 +199,18 @@ def test_the_shipped_declarations_load_and_carry_reasons_and_links() -> None:
     shipped = expectations.default()
     assert len(shipped) >= 8
     assert all(e.reason and e.link.startswith("https://") for e in shipped)
+
+
+def test_no_shipped_declaration_can_cover_a_regression_of_a_new_build() -> None:
+    """Each shipped declaration pins at least one side to released versions (an old server, an old client,
+    a store or records an old version made), so a future build on every side is outside all of them: a new
+    regression can never be declared away by what ships today. And each names one specific answer."""
+    future = "99.0"
+    for e in expectations.default():
+        pinned = [
+            spec
+            for spec in (e.client, e.server, e.from_, dict(e.written_by).get("client", ""))
+            if spec and not SpecifierSet(spec).contains(future, prereleases=True)
+        ]
+        assert pinned, f"{e.id}: every version range admits a future build"
+        assert len(e.error) >= 20 and e.error not in ("re:.*", "re:.+"), f"{e.id}: the error names nothing"
