@@ -1,10 +1,13 @@
-"""Two runs compared (tonight against last night), and shard results merged into one run. Pure functions
-over RunResult: the CLI loads and writes, the report renders."""
+"""Two runs compared (tonight against last night), and shard results merged into one run (a shard that
+produced nothing is listed as not run, never dropped). Pure functions over RunResult: the CLI loads and
+writes (and finds which shard directories hold no results), the report renders."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from harness import __version__
 from harness.results import CellResult, Check, RunResult, Status
 
 # How bad a status is, for ordering changes: new failures first.
@@ -74,22 +77,56 @@ def compare(previous: RunResult, current: RunResult) -> Changes:
     return Changes(previous=previous.run_id, items=items)
 
 
-def merge(runs: list[RunResult], run_id: str) -> RunResult:
-    """One run from shard runs: every cell once (a cell in two shards is a mistake, refused)."""
+def _shard_label(run: RunResult) -> tuple[int, int] | None:
+    """The run's `--shard I/N`, as its results.json records it (None: not a shard)."""
+    value = run.options.get("shard", {}).get("value")
+    if not value:
+        return None
+    i, _, n = str(value).partition("/")
+    return int(i), int(n)
+
+
+def merge(runs: list[RunResult], run_id: str, missing: Sequence[str] = (), when: str = "") -> RunResult:
+    """One run from shard runs: every cell once (a cell in two shards is a mistake, refused).
+
+    Nothing a shard should have produced may vanish: ``missing`` names the shards that produced no results
+    (found by the caller: a directory missing or without results.json), and the shards present tell how
+    many there were (`--shard I/N`), so each I of N that none of them is counts too. Both are listed in
+    `not_run`, which fails the merged verdict (exit 3, or 1 when a check failed). ``when`` stands for the
+    start and end times when no shard has any."""
     cells: dict[str, CellResult] = {}
     for run in runs:
         for cell in run.cells:
             if cell.id in cells:
                 raise ValueError(f"cell {cell.id} is in more than one of the runs merged")
             cells[cell.id] = cell
+    labels = {run.run_id: _shard_label(run) for run in runs}
+    counts = {label[1] for label in labels.values() if label}
+    if len(counts) > 1:
+        raise ValueError(f"the runs merged were sharded differently (--shard I/N with N in {sorted(counts)})")
+    seen: dict[int, str] = {}
+    for rid, label in labels.items():
+        if label:
+            if label[0] in seen:
+                raise ValueError(
+                    f"shard {label[0]}/{label[1]} is merged twice (runs {seen[label[0]]}, {rid})"
+                )
+            seen[label[0]] = rid
+    absent = [f"shard {i}/{n}: no results among the runs merged" for n in counts for i in range(1, n + 1)
+              if i not in seen]  # fmt: skip
+    options = dict(runs[0].options) if runs else {}
+    if counts:
+        options["shard"] = {"value": ", ".join(f"{i}/{next(iter(counts))}" for i in sorted(seen)),
+                            "source": "--merge"}  # fmt: skip
+    options["merged_from"] = {"value": [r.run_id for r in runs], "source": "--merge"}
     return RunResult(
         run_id=run_id,
-        started=min(r.started for r in runs),
-        ended=max(r.ended for r in runs),
-        harness_version=runs[0].harness_version,
-        options={**runs[0].options, "merged_from": {"value": [r.run_id for r in runs], "source": "--merge"}},
+        started=min((r.started for r in runs), default=when),
+        ended=max((r.ended for r in runs), default=when),
+        harness_version=runs[0].harness_version if runs else __version__,
+        options=options,
         cells=sorted(cells.values(), key=lambda c: c.id),
         interrupted=any(r.interrupted for r in runs),
-        not_run=sorted({cid for r in runs for cid in r.not_run}),
+        not_run=[*missing, *absent, *sorted({cid for r in runs for cid in r.not_run})],
         allow_xpass=all(r.allow_xpass for r in runs),
     )

@@ -1,15 +1,20 @@
 """Docker images: MLflow server images per version, database images, and a base for hosts without a registry.
 
 Every image is tagged by a hash of what went into it (its Dockerfile, the exact packages, its base image),
-so a version is built once and a changed recipe builds anew. Server images contain exactly the packages of
-the harness's local env for the same spec (`uv pip freeze`), as wheels fetched on the host and installed in
-the build with no network (air-gapped CI works the same). With no registry at all, `bootstrap` makes a
+so a version is built once and a changed recipe builds anew. Server images contain exactly the packages the
+harness's local env for the same spec runs on: what the env was built from (mlflow and its recipe) and
+everything those require, at the versions the env has (`uv pip freeze`), as wheels fetched on the host and
+installed in the build with no network (air-gapped CI works the same). The env's seed packages that nothing
+requires (pip, wheel, setuptools from `uv venv --seed`) stay out: they need not agree with the rest (wheel
+0.48 needs packaging>=24 beside mlflow 1.30.1's packaging<22), and the image's `pip install` checks that
+the whole set does. With no registry at all, `bootstrap` makes a
 Debian base with debootstrap + `docker import`, and database images from Debian's packages.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import tempfile
@@ -18,9 +23,13 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import requests
+import urllib3
 import uv
 from filelock import FileLock
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from harness import owner
 from harness.envs import Env
@@ -107,6 +116,8 @@ def build(tag: str, dockerfile: str, context: Path | None = None) -> str:
             except (docker.errors.BuildError, docker.errors.APIError) as exc:
                 log = "".join(str(c.get("stream", c.get("error", ""))) for c in getattr(exc, "build_log", []))
                 raise ImageError(f"building {tag} failed: {exc}\n{log[-3000:]}") from exc
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+                raise ImageError(f"building {tag} failed: the Docker engine went away ({exc})") from exc
     return tag
 
 
@@ -175,22 +186,90 @@ def python_base(python_minor: str, requested: str | None) -> Choice:
     return Choice(bootstrap_python(), f"{wanted} could not be found or pulled; bootstrapped from Debian")
 
 
+# Runs inside the env (any Python from 3.8, stdlib only): every installed distribution with its declared
+# requirements, and the environment markers are evaluated against (as packaging.markers computes them).
+_METADATA = r"""
+import importlib.metadata as md, json, os, platform, sys
+def full(info):
+    version = "%d.%d.%d" % (info.major, info.minor, info.micro)
+    return version if info.releaselevel == "final" else version + info.releaselevel[0] + str(info.serial)
+dists = {}
+for dist in md.distributions():
+    name = dist.metadata["Name"]
+    if name and name not in dists:
+        dists[name] = dist.requires or []
+impl = sys.implementation
+markers = {"implementation_name": impl.name, "implementation_version": full(impl.version), "os_name": os.name,
+           "platform_machine": platform.machine(), "platform_release": platform.release(),
+           "platform_system": platform.system(), "platform_version": platform.version(),
+           "python_full_version": platform.python_version(),
+           "platform_python_implementation": platform.python_implementation(),
+           "python_version": ".".join(platform.python_version_tuple()[:2]), "sys_platform": sys.platform}
+print(json.dumps({"dists": dists, "markers": markers}))
+"""
+
+
+def _root(requirement: str) -> Requirement:
+    """What the env was built from, as a requirement: `mlflow==1.30.1`, `setuptools<70`, or a wheel's path."""
+    if requirement.endswith(".whl"):
+        return Requirement(canonicalize_name(Path(requirement).name.split("-")[0]))
+    return Requirement(requirement)
+
+
+def needed(roots: list[str], dists: dict[str, list[str]], markers: dict[str, str]) -> set[str]:
+    """The distributions (canonical names) that ``roots`` need: the roots and, transitively, every
+    requirement whose marker holds here (with the extras asked for). ``dists`` maps each installed
+    distribution to its declared requirements (Requires-Dist); requirements that are not installed are
+    left for `pip install` to judge."""
+    declared = {canonicalize_name(name): reqs for name, reqs in dists.items()}
+    extras_of: dict[str, set[str]] = {}
+    todo = [_root(r) for r in roots]
+    while todo:
+        req = todo.pop()
+        name, extras = canonicalize_name(req.name), set(req.extras)
+        known = extras_of.get(name)
+        if known is not None and extras <= known:
+            continue
+        extras_of[name] = (known or set()) | extras
+        for text in declared.get(name, []):
+            try:
+                dep = Requirement(text)
+            except InvalidRequirement as exc:
+                raise ImageError(
+                    f"{name} declares a requirement that cannot be read: {text!r} ({exc})"
+                ) from exc
+            contexts = [{**markers, "extra": extra} for extra in ("", *sorted(extras_of[name]))]
+            if dep.marker is None or any(dep.marker.evaluate(c) for c in contexts):
+                todo.append(dep)
+    return {name for name in extras_of if name in declared}
+
+
 def _frozen(env: Env, wheels: Path) -> str:
-    """The env's exact packages as requirements; local wheels (candidate builds) are copied beside them."""
+    """The packages the env's MLflow runs on (see the module's docstring), pinned to the env's versions, as
+    requirements; local wheels (candidate builds) are copied beside them."""
     proc = subprocess.run(
         [uv.find_uv_bin(), "pip", "freeze", "--python", str(env.interpreter)],
         capture_output=True,
         text=True,
         check=True,
     )
+    probe = subprocess.run([str(env.interpreter), "-c", _METADATA], env=env.environ(), capture_output=True,
+                           text=True, check=False, timeout=120)  # fmt: skip
+    if probe.returncode != 0:
+        raise ImageError(f"reading the packages of {env.path} failed: {probe.stderr.strip()[-1000:]}")
+    facts = json.loads(probe.stdout.strip().splitlines()[-1])
+    keep = needed(list(env.requirements), facts["dists"], facts["markers"])
     lines = []
     for line in proc.stdout.splitlines():
+        name = line.partition(" @ ")[0].partition("==")[0].strip()
+        if not name or canonicalize_name(name) not in keep:
+            continue
         if " @ file://" in line:
             name, _, url = line.partition(" @ file://")
             src = Path(url)
             shutil.copy2(src, wheels / src.name)
             lines.append(f"{name} @ file:///tmp/wheels/{src.name}")
-        elif line and not line.startswith("pip=="):  # the image's venv brings its own pip
+        else:
             lines.append(line)
     return "\n".join(sorted(lines)) + "\n"
 

@@ -17,7 +17,8 @@ def refused(tmp_path: Path, command: str, *args: str, env: dict[str, str] | None
     started no process. Returns that line."""
     results = tmp_path / "results"
     token = f"bad-input-{uuid.uuid4().hex}"  # anything the CLI started would carry it (harness.owner)
-    cmd = [sys.executable, "-m", "harness.cli", command, "--results-dir", str(results), *args]
+    where = ["--results-dir", str(results)] if command in ("run", "gate") else []
+    cmd = [sys.executable, "-m", "harness.cli", command, *where, *args]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, **(env or {}), owner.ENV: token})  # fmt: skip
     assert proc.returncode == 2, proc.stderr
@@ -86,14 +87,25 @@ def test_unwritable_results_dir(tmp_path: Path) -> None:
     assert "is not writable" in proc.stderr
 
 
-def test_selection_that_matches_no_cell(tmp_path: Path) -> None:
-    results = tmp_path / "results"
-    proc = run_cli(
-        "run", "--results-dir", str(results), "--path", "1.30.1:2.22.5", "-k", "oracle", timeout=300
-    )
-    assert proc.returncode == 2, proc.stderr + proc.stdout
-    assert "no cell matches -k 'oracle'" in proc.stderr
-    assert not any(p.name != "latest" for p in results.iterdir())
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--path", "1.30.1:2.22.5", "-k", "oracle"], "no cell matches -k 'oracle'"),
+        (["--path", "1.30.1:2.22.5", "--backend", "sqlite", "--shard", "2/2"],
+         "no cell to run: --shard 2/2 is empty (the plan has 1 cell(s))"),
+        (["--path", "1.30.1:2.22.5", "--backend", "sqlite", "--shard", "2/2", "--list"],
+         "no cell to run: --shard 2/2 is empty"),
+        # `latest` pinned at both ends upgrades nothing: the path is dropped, as a discovered profile drops
+        # a FROM that is itself the newest release; no path left is no cell.
+        (["--path", "latest:latest"], "no cell to run: no upgrade path is left (paths from command line): "),
+        (["--path", "1.30.1:2.22.5", "--results-dir", "/proc/nope"],
+         "results directory /proc/nope is not writable (/proc: No such file or directory)"),
+    ],
+)  # fmt: skip
+def test_a_run_with_no_cell_or_nowhere_to_write_is_bad_input(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    assert message in refused(tmp_path, "run", "--runtime", "local", *args)
 
 
 @pytest.mark.parametrize(
@@ -136,7 +148,23 @@ def test_list_shows_the_cells_a_discovered_profile_would_run_and_starts_nothing(
         (["--candidate", "latest"], "--candidate latest: name a version, a wheel or a directory of wheels"),
         (["--candidate", "0.0.1"], "no release below 0.0.1 to use as the baseline"),
         (["--baseline", "2.22.5"], "the following arguments are required: --candidate"),
+        (["--candidate", "3.17.2", "--baseline", "2.22.5", "--backend", "sqlite", "-k", "oracle"],
+         "no cell matches -k 'oracle' (cells: sqlite:2.22.5->3.17.2, sqlite:1.30.1->3.17.2)"),
+        (["--candidate", "3.17.2", "--baseline", "2.22.5", "--results-dir", "/proc/nope"],
+         "results directory /proc/nope is not writable"),
+    ],
+)  # fmt: skip
+def test_gate_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
+    assert message in refused(tmp_path, "gate", "--runtime", "local", *args)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--merge", "no/such/shard", "--out", "/proc/nope"], "--out /proc/nope is not writable"),
+        (["/proc"], "report /proc: no results.json there"),
+        ([], "report needs a run directory"),
     ],
 )
-def test_gate_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
-    assert message in refused(tmp_path, "gate", *args)
+def test_report_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
+    assert message in refused(tmp_path, "report", *args)

@@ -1,7 +1,9 @@
 """The docker runtime, for real: server images per MLflow version, databases in containers, isolation.
 
 Needs a Docker engine (CI starts one, see .ci/run) and images built by `nox -s images -- --bootstrap
-2.22.5 3.17.2` (built here on demand otherwise). Under CI these tests fail rather than skip without one.
+1.30.1 2.22.5 3.17.2` (built here on demand otherwise). Under CI these tests fail rather than skip without
+one. Every server version of the default matrix (1.30.1, 2.22.5, 3.17.2) runs as a container in at least
+one cell here.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def test_client_reaches_files_in_the_server_container_only_through_the_server(tm
     try:
         record = client("write", {"scenarios": [quickstart], "tags": {}})["record"]
         run_id = record["run_id"]
-        assert record["artifact_uri"].startswith("mlflow-artifacts:/")
+        assert record["run"]["info"]["artifact_uri"].startswith("mlflow-artifacts:/")
         # The artifact is on the server's filesystem, at a path that does not exist for the client ...
         code, out = server.container.exec_run(["find", f"{MOUNT}/artifacts", "-path", f"*/{run_id}/*"])
         assert code == 0 and out.decode().strip().endswith(f"{run_id}/artifacts/model_config.txt"), out
@@ -114,10 +116,11 @@ def test_client_reaches_files_in_the_server_container_only_through_the_server(tm
 def test_version_without_proxying_shares_one_declared_artifact_directory(tmp_path: Path) -> None:
     """MLflow 1.22 has no artifact proxying: its clients write where the server says, so that one directory
     is mounted at the same path in the container. The report declares it; the cell still passes end to end
-    (a 2.x server in a container of its own serves those runs after the upgrade)."""
+    (a 1.30.1 server, then a 2.x server, each in a container of its own, serve those runs after each
+    upgrade: the 1.30.1 image is the one whose env freeze once could not be installed)."""
     results = tmp_path / "results"
     proc = run_cli("run", "--results-dir", str(results), "--runtime", "docker", "--backend", "sqlite",
-                   "--path", "1.22.0:2.22.5", "--scenarios", "quickstart")  # fmt: skip
+                   "--path", "1.22.0:1.30.1:2.22.5", "--scenarios", "quickstart")  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = (results / "latest").resolve()
     (cell,) = json.loads((run_dir / "results.json").read_text())["cells"]
@@ -125,8 +128,40 @@ def test_version_without_proxying_shares_one_declared_artifact_directory(tmp_pat
     modes = cell["components"]["artifact_modes"]
     assert modes["1.22.0"].startswith("direct (shared filesystem): /")
     assert modes["1.22.0"].endswith("bind-mounted at the same path in the container")
-    assert modes["2.22.5"] == "proxied, in container"
-    writes = [c for c in cell["checks"] if c["name"] == "write" and c["phase"] == "before"]
-    assert writes and all("artifact_uri=/" in c["detail"] for c in writes)  # a path, not mlflow-artifacts:/
+    assert modes["1.30.1"] == modes["2.22.5"] == "proxied, in container"
+    servers = cell["components"]["runtime"]
+    for version in ("1.22.0", "1.30.1", "2.22.5"):
+        assert servers[f"server image {version}"].startswith(f"mlflow-compat/mlflow:{version}-")
+    served = {
+        (c["phase"], c["name"]) for c in cell["checks"] if c["server"] == "1.30.1" and c["status"] == "pass"
+    }
+    assert {("upgrade-1", "db-upgrade"), ("after-1", "server-start"), ("after-1", "write")} <= served, served
+    logs = run_dir / "cells" / cell["dir"] / "logs"
+    steps = [json.loads((logs / f"before-write-{c}.json").read_text()) for c in ("1.22.0", "2.22.5")]
+    uris = [step["results"]["quickstart"]["record"]["run"]["info"]["artifact_uri"] for step in steps]
+    assert all(uri.startswith("/") for uri in uris), uris  # a path on the shared disk, not mlflow-artifacts:/
     assert "bind-mounted at the same path" in (run_dir / "report.md").read_text()
     assert our_containers(run_dir.name) == []
+
+
+def test_server_image_gets_what_the_envs_mlflow_needs_not_the_seed_packages(tmp_path: Path) -> None:
+    """A uv-seeded env holds the newest `wheel` (0.48 needs packaging>=24) beside mlflow 1.30.1's
+    packaging<22: the env runs, but the image's `pip install -r` of the whole freeze refuses the set. The
+    image gets what the env was built from and everything that requires, at the env's versions; no more."""
+    markers = {"python_version": "3.11", "sys_platform": "linux", "platform_system": "Linux"}
+    dists = {
+        "mlflow": ["packaging<22", "gunicorn; platform_system != 'Windows'", "uvicorn[standard]",
+                   "waitress; sys_platform == 'win32'", "pytest; extra == 'dev'"],
+        "packaging": [], "gunicorn": [], "waitress": [], "pytest": [], "pip": [], "Wheel": ["packaging>=24"],
+        "uvicorn": ["click", "httptools; extra == 'standard'", "watchfiles; extra == 'full'"],
+        "click": [], "httptools": [], "watchfiles": [], "setuptools": [],
+    }  # fmt: skip
+    kept = images.needed(["mlflow==1.30.1", "setuptools<70"], dists, markers)
+    assert kept == {"mlflow", "packaging", "gunicorn", "uvicorn", "click", "httptools", "setuptools"}
+    # The real env: its freeze has wheel and pip; the image's requirements do not, and they resolve.
+    env = EnvCache().ensure(parse_spec("1.30.1"), tmp_path / "env.log")
+    requirements = images._frozen(env, tmp_path).splitlines()
+    names = {line.split("==")[0].lower() for line in requirements}
+    assert {"mlflow", "packaging", "setuptools", "sqlalchemy", "psycopg2-binary", "pymysql"} <= names
+    assert not names & {"wheel", "pip"}, requirements
+    assert "mlflow==1.30.1" in requirements and any(r.startswith("packaging==21.") for r in requirements)
