@@ -2,7 +2,8 @@
 
 A scenario module defines ``write(ctx) -> record`` and ``read(ctx, record) -> observed`` and a module-level
 ``REQUIRES`` tuple of capability names (harness/data/versions.toml), and optionally ``STORE_REQUIRES``
-({backend: capabilities}) for what the server needs on a given store. The harness reads both without
+({backend: capabilities}) for what the server needs on a given store, and ``DEFAULT = False`` when it is too
+costly for the default selection (it then runs only when named). The harness reads these without
 importing the module (it imports mlflow, which only the clients' venvs have), and skips a scenario for a
 client version that lacks a capability, or a server whose store lacks one, with that reason. A user's own
 script (``--scenario PATH``) runs through scenarios/script.py, which learns what it wrote from the server.
@@ -31,6 +32,7 @@ class Scenario:
     requires: tuple[str, ...] = ()  # of the client
     store_requires: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False, compare=False)
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    default: bool = True  # in the default selection (False: only when named, e.g. --scenarios metric_pages)
 
     def lacks(self, client: MlflowVersion, server: MlflowVersion, backend: str) -> str | None:
         """Why this scenario cannot run with ``client`` against ``server`` on ``backend`` (None when it can):
@@ -47,14 +49,14 @@ class Scenario:
 
 
 def _declared(path: Path) -> tuple[str, dict[str, Any]]:
-    """A module's first docstring paragraph and its declarations (REQUIRES, STORE_REQUIRES), read without
-    importing it."""
+    """A module's first docstring paragraph and its declarations (REQUIRES, STORE_REQUIRES, DEFAULT), read
+    without importing it."""
     tree = ast.parse(path.read_text())
     declared: dict[str, Any] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign):
             for target in node.targets:
-                if isinstance(target, ast.Name) and target.id in ("REQUIRES", "STORE_REQUIRES"):
+                if isinstance(target, ast.Name) and target.id in ("REQUIRES", "STORE_REQUIRES", "DEFAULT"):
                     declared[target.id] = ast.literal_eval(node.value)
     doc = (ast.get_docstring(tree) or "").split("\n\n")[0].replace("\n", " ")
     return doc, declared
@@ -69,7 +71,10 @@ def builtin() -> dict[str, Scenario]:
             continue
         doc, declared = _declared(path)
         store = {backend: tuple(caps) for backend, caps in declared.get("STORE_REQUIRES", {}).items()}
-        found[path.stem] = Scenario(path.stem, path, doc, tuple(declared.get("REQUIRES", ())), store)
+        requires = tuple(declared.get("REQUIRES", ()))
+        found[path.stem] = Scenario(
+            path.stem, path, doc, requires, store, default=declared.get("DEFAULT", True)
+        )
     return dict(sorted(found.items(), key=lambda item: (item[0] != "quickstart", item[0])))
 
 
@@ -86,4 +91,10 @@ def resolve(names: tuple[str, ...], scripts: tuple[str, ...] = ()) -> list[Scena
 
 
 def all_names() -> tuple[str, ...]:
+    """Every built-in scenario (what --scenarios accepts)."""
     return tuple(builtin())
+
+
+def default_names() -> tuple[str, ...]:
+    """The built-in scenarios a run selects when none are named: all but the costly (``DEFAULT = False``)."""
+    return tuple(name for name, s in builtin().items() if s.default)

@@ -6,7 +6,7 @@ import random
 
 import mlflow
 
-from common import artifact_tree, file_meta
+from common import Window, expected_run, file_meta, snapshot_run
 
 REQUIRES = ()
 
@@ -20,6 +20,7 @@ FILES = {
 
 
 def write(ctx):
+    window = Window()
     root = os.path.join(ctx.scratch, f"artifacts-{ctx.token}")
     for path, data in FILES.items():
         local = os.path.join(root, path)
@@ -30,8 +31,18 @@ def write(ctx):
     with mlflow.start_run() as run:
         mlflow.set_tags(ctx.tags)
         mlflow.log_artifacts(os.path.join(root, "tree"), artifact_path="tree")
-    return {"run_id": run.info.run_id, "files": {path: file_meta(data) for path, data in FILES.items()}}
+    run_id = run.info.run_id
+    explicit = {
+        "info": {"status": "FINISHED"},
+        "tags": ctx.tags,
+        "artifacts": {path: file_meta(data) for path, data in FILES.items()},
+        "artifact_listing": {path: len(data) for path, data in FILES.items()},
+    }
+    # Every file is known from what was sent, so the writer does not list them back: a 3.x client cannot list
+    # a subdirectory on a pre-3.0 server (declared), and that belongs to the read checks, not the write.
+    snap = expected_run(ctx.client, run_id, window, explicit, artifacts=False)
+    return {"run_id": run_id, "run": snap, "window": window.close()}
 
 
 def read(ctx, record):
-    return {"run_id": record["run_id"], "files": artifact_tree(ctx.client, record["run_id"])}
+    return {**record, "run": snapshot_run(ctx.client, record["run_id"])}

@@ -1,7 +1,7 @@
 """Metric history: several steps with explicit timestamps, logged out of order; the full history is read
 back, not just the latest value (which must be the value at the highest step)."""
 
-from common import metric_history
+from common import Window, expected_run, num, snapshot_run
 
 REQUIRES = ()
 
@@ -11,29 +11,29 @@ LOSS = [(step, BASE_TS + 1000 * step, 1.0 / (2**step)) for step in range(6)]
 ACCURACY = [(3, BASE_TS + 3000, 0.9), (0, BASE_TS, 0.5), (2, BASE_TS + 2000, 0.8), (2, BASE_TS + 2500, 0.85)]
 
 
+def points(history):
+    return sorted(([s, t, num(v)] for s, t, v in history), key=lambda p: (p[0], p[1], p[2]["float"]))
+
+
 def write(ctx):
+    window = Window()
     client = ctx.client
     run = client.create_run(ctx.experiment("compat-metric-history"), tags=ctx.tags)
     run_id = run.info.run_id
-    for key, points in (("loss", LOSS), ("accuracy", ACCURACY)):
-        for step, ts, value in points:
+    for key, history in (("loss", LOSS), ("accuracy", ACCURACY)):
+        for step, ts, value in history:
             client.log_metric(run_id, key, value, timestamp=ts, step=step)
     client.set_terminated(run_id)
-    return {
-        "run_id": run_id,
-        "history": {
-            "loss": sorted([s, t, v] for s, t, v in LOSS),
-            "accuracy": sorted([s, t, v] for s, t, v in ACCURACY),
-        },
+    explicit = {
+        "info": {"status": "FINISHED"},
+        "tags": ctx.tags,
+        "metric_history": {"loss": points(LOSS), "accuracy": points(ACCURACY)},
         # The latest value is the one at the highest step (then the latest timestamp).
-        "latest": {"loss": LOSS[-1][2], "accuracy": 0.9},
+        "metrics": {"loss": num(LOSS[-1][2]), "accuracy": num(0.9)},
     }
+    snap = expected_run(client, run_id, window, explicit, explicit_times=("metric_timestamps",))
+    return {"run_id": run_id, "run": snap, "window": window.close()}
 
 
 def read(ctx, record):
-    run_id = record["run_id"]
-    return {
-        "run_id": run_id,
-        "history": {key: metric_history(ctx.client, run_id, key) for key in record["history"]},
-        "latest": dict(ctx.client.get_run(run_id).data.metrics),
-    }
+    return {**record, "run": snapshot_run(ctx.client, record["run_id"])}

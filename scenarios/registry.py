@@ -1,24 +1,36 @@
 """The model registry: a registered model with a description and tags, two versions from a run, version
-descriptions and tags, a stage transition, and search_model_versions."""
+descriptions and tags, a stage transition, and search_model_versions. Every field of the model and its
+versions is compared (status, source, run link, user id, stage, tags, aliases, timestamps)."""
 
-from common import user_tags
+from common import (
+    Window,
+    check_registry_times,
+    expect,
+    snapshot_model_version,
+    snapshot_registered_model,
+    version_entity,
+)
 
 REQUIRES = ()
 STORE_REQUIRES = {"file": ("file_store_registry",)}  # before 2.0 only database stores had one
 
 
-def _version(client, name, number):
-    v = client.get_model_version(name, str(number))
+def _search(client, name):
+    """search_model_versions by name: no order is documented, so a multiset (sorted by version)."""
+    found = [version_entity(v) for v in client.search_model_versions(f"name = '{name}'")]
+    return sorted(found, key=lambda v: int(v["version"]))
+
+
+def _snapshot(client, name, numbers):
     return {
-        "run_id": v.run_id,
-        "source": v.source,
-        "description": v.description or "",
-        "tags": user_tags(v.tags),
-        "stage": v.current_stage,
+        "model": snapshot_registered_model(client, name),
+        "versions": {n: snapshot_model_version(client, name, n) for n in numbers},
+        "search": _search(client, name),
     }
 
 
 def write(ctx):
+    window = Window()
     client = ctx.client
     run = client.create_run(ctx.experiment("compat-registry"), tags=ctx.tags)
     run_id = run.info.run_id
@@ -26,33 +38,26 @@ def write(ctx):
     name = f"compat-model-{ctx.token}"
     client.create_registered_model(name, tags={"owner": "platform"}, description="a registered model")
     source = f"{run.info.artifact_uri}/model"
-    versions = {}
+    sent = {}
     for number in (1, 2):
         client.create_model_version(name, source, run_id, tags={"n": str(number)}, description=f"v{number}")
-        versions[str(number)] = {"run_id": run_id, "source": source, "description": f"v{number}",
-                                 "tags": {"n": str(number)}, "stage": "None"}  # fmt: skip
+        sent[str(number)] = {"name": name, "version": str(number), "run_id": run_id, "source": source,
+                             "description": f"v{number}", "tags": {"n": str(number)},
+                             "current_stage": "None"}  # fmt: skip
     client.update_model_version(name, "2", description="v2, updated")
     client.transition_model_version_stage(name, "1", "Staging")
-    versions["2"]["description"] = "v2, updated"
-    versions["1"]["stage"] = "Staging"
-    return {
-        "name": name,
-        "description": "a registered model",
-        "tags": {"owner": "platform"},
-        "versions": versions,
-        "search": ["1", "2"],
-    }
+    sent["2"]["description"] = "v2, updated"
+    sent["1"]["current_stage"] = "Staging"
+    snap = _snapshot(client, name, sorted(sent))
+    check_registry_times(snap["model"], window)
+    for v in snap["versions"].values():
+        check_registry_times(v, window)
+    snap["model"] = expect(snap["model"], {"name": name, "description": "a registered model",
+                                           "tags": {"owner": "platform"}})  # fmt: skip
+    snap["versions"] = {n: expect(v, sent[n]) for n, v in snap["versions"].items()}
+    snap["search"] = [expect(v, sent[v["version"]]) for v in snap["search"]]
+    return {"name": name, **snap, "window": window.close()}
 
 
 def read(ctx, record):
-    client = ctx.client
-    name = record["name"]
-    model = client.get_registered_model(name)
-    found = client.search_model_versions(f"name = '{name}'")
-    return {
-        "name": model.name,
-        "description": model.description or "",
-        "tags": user_tags(model.tags),
-        "versions": {number: _version(client, name, number) for number in record["versions"]},
-        "search": sorted(v.version for v in found),
-    }
+    return {**record, **_snapshot(ctx.client, record["name"], sorted(record["versions"]))}

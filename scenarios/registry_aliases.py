@@ -1,11 +1,21 @@
-"""Registered model aliases (2.3+): set, move and delete aliases; read them from the model and resolve
-each alias to its version."""
+"""Registered model aliases (2.3+): set, move and delete aliases; read them from the model (in full) and
+resolve each alias to its version (in full)."""
+
+from common import Window, check_registry_times, expect, snapshot_registered_model, version_entity
 
 REQUIRES = ("registry_aliases",)
 STORE_REQUIRES = {"file": ("file_store_registry",)}
 
 
+def _snapshot(client, name, aliases):
+    return {
+        "model": snapshot_registered_model(client, name),
+        "resolved": {a: version_entity(client.get_model_version_by_alias(name, a)) for a in aliases},
+    }
+
+
 def write(ctx):
+    window = Window()
     client = ctx.client
     run = client.create_run(ctx.experiment("compat-registry"), tags=ctx.tags)
     client.set_terminated(run.info.run_id)
@@ -18,16 +28,15 @@ def write(ctx):
     client.set_registered_model_alias(name, "champion", "3")  # moved
     client.set_registered_model_alias(name, "retired", "1")
     client.delete_registered_model_alias(name, "retired")
-    return {"name": name, "aliases": {"champion": "3", "challenger": "2"}, "resolved": {"champion": "3",
-            "challenger": "2"}}  # fmt: skip
+    aliases = {"champion": "3", "challenger": "2"}
+    snap = _snapshot(client, name, sorted(aliases))
+    check_registry_times(snap["model"], window)
+    snap["model"] = expect(snap["model"], {"name": name, "aliases": aliases})
+    snap["resolved"] = {
+        a: expect(v, {"version": aliases[a], "aliases": [a]}) for a, v in snap["resolved"].items()
+    }
+    return {"name": name, "aliases": aliases, **snap, "window": window.close()}
 
 
 def read(ctx, record):
-    client = ctx.client
-    name = record["name"]
-    model = client.get_registered_model(name)
-    return {
-        "name": name,
-        "aliases": {alias: str(version) for alias, version in model.aliases.items()},
-        "resolved": {a: client.get_model_version_by_alias(name, a).version for a in record["aliases"]},
-    }
+    return {**record, **_snapshot(ctx.client, record["name"], sorted(record["aliases"]))}

@@ -2,8 +2,9 @@
 directory of its own, with MLFLOW_TRACKING_URI pointing at the cell's server.
 
 What it wrote is learnt through the server: every run that exists after the script and did not before is
-recorded in full (experiment, status, params, every metric's history, user tags, artifact files and bytes),
-and readers are held to that record.
+recorded in full with the same run snapshot as the built-in scenarios (scenarios/common.py: info, every tag,
+params, metrics and their histories, inputs, artifact listing and bytes) plus its experiment's name, and
+readers are held to that record. The run's generated times must fall inside the script's wall-clock window.
 """
 
 import os
@@ -12,11 +13,9 @@ import sys
 
 from mlflow.entities import ViewType
 
-from common import artifact_tree, metric_history, search_all_runs, user_tags
+from common import Window, check_run_times, search_all_runs, snapshot_run
 
 REQUIRES = ()
-
-KEPT_SYSTEM_TAGS = ("mlflow.runName", "mlflow.parentRunId")
 
 
 def _experiments(client):
@@ -35,17 +34,8 @@ def _run_ids(client):
 
 
 def _view(client, run_id):
-    run = client.get_run(run_id)
-    tags = user_tags(run.data.tags)
-    tags.update({k: run.data.tags[k] for k in KEPT_SYSTEM_TAGS if k in run.data.tags})
-    return {
-        "experiment": client.get_experiment(run.info.experiment_id).name,
-        "status": run.info.status,
-        "params": dict(run.data.params),
-        "metrics": {key: metric_history(client, run_id, key) for key in run.data.metrics},
-        "tags": tags,
-        "artifacts": artifact_tree(client, run_id),
-    }
+    snap = snapshot_run(client, run_id)
+    return {"experiment": client.get_experiment(snap["info"]["experiment_id"]).name, "run": snap}
 
 
 def write(ctx):
@@ -53,6 +43,7 @@ def write(ctx):
     workdir = os.path.join(ctx.scratch, f"script-{ctx.token}")
     os.makedirs(workdir)
     before = _run_ids(ctx.client)
+    window = Window()
     log = os.path.join(workdir, "script-output.log")
     with open(log, "wb") as out:
         code = subprocess.call([sys.executable, script], cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
@@ -61,9 +52,12 @@ def write(ctx):
             tail = fh.read()[-2000:]
         raise RuntimeError(f"{os.path.basename(script)} exited with code {code}:\n{tail}")
     new = sorted(_run_ids(ctx.client) - before)
-    return {"script": os.path.basename(script), "runs": {run_id: _view(ctx.client, run_id) for run_id in new}}
+    runs = {run_id: _view(ctx.client, run_id) for run_id in new}
+    for view in runs.values():
+        check_run_times(view["run"], window, ("metric_timestamps",))
+    return {"script": os.path.basename(script), "runs": runs, "window": window.close()}
 
 
 def read(ctx, record):
     runs = {run_id: _view(ctx.client, run_id) for run_id in record["runs"]}
-    return {"script": record["script"], "runs": runs}
+    return {**record, "runs": runs}

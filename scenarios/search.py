@@ -1,7 +1,8 @@
 """Search: search_runs with a filter and an ordering, pagination past one page (page tokens), and
-search_experiments by name. What the searches must return is known from what was written."""
+search_experiments by name. What the searches must return is known from what was written; each result is
+compared in full as the search returns it (info, tags, params, latest metrics), in the order asked for."""
 
-from common import search_all_runs
+from common import Window, entity_view, expected_run, experiment_entity, num, run_entity, search_all_runs
 
 REQUIRES = ("search_experiments",)
 
@@ -12,27 +13,7 @@ PAGE = 3
 FILTER_FROM = 3  # metrics.score >= FILTER_FROM and params.group = 'even'
 
 
-def write(ctx):
-    client = ctx.client
-    name = f"compat-search-{ctx.token}"
-    experiment_id = client.create_experiment(name)
-    for i in range(RUNS):
-        run_id = client.create_run(experiment_id, tags={**ctx.tags, "idx": str(i)}).info.run_id
-        client.log_param(run_id, "group", "even" if i % 2 == 0 else "odd")
-        client.log_metric(run_id, "score", float(i))
-        client.set_terminated(run_id)
-    return {
-        "experiment": name,
-        "experiment_id": experiment_id,
-        "filtered": [i for i in range(RUNS - 1, -1, -1) if i >= FILTER_FROM and i % 2 == 0],
-        "paged": list(range(RUNS)),
-        "pages": -(-RUNS // PAGE),
-        "experiments": [name],
-    }
-
-
-def read(ctx, record):
-    client = ctx.client
+def _searches(client, record):
     ids = [record["experiment_id"]]
     filtered, _ = search_all_runs(
         client, ids, f"metrics.score >= {FILTER_FROM} and params.group = 'even'", ["metrics.score DESC"]
@@ -40,10 +21,45 @@ def read(ctx, record):
     paged, pages = search_all_runs(client, ids, "", ["metrics.score ASC"], page_size=PAGE)
     found = client.search_experiments(filter_string=f"name = '{record['experiment']}'")
     return {
-        "experiment": record["experiment"],
-        "experiment_id": record["experiment_id"],
-        "filtered": [int(r.data.tags["idx"]) for r in filtered],
-        "paged": [int(r.data.tags["idx"]) for r in paged],
+        "filtered": [run_entity(r) for r in filtered],
+        "paged": [run_entity(r) for r in paged],
         "pages": pages,
-        "experiments": [e.name for e in found],
+        "experiments": [experiment_entity(e) for e in found],
     }
+
+
+def write(ctx):
+    window = Window()
+    client = ctx.client
+    name = f"compat-search-{ctx.token}"
+    experiment_id = client.create_experiment(name)
+    runs = []
+    for i in range(RUNS):
+        run_id = client.create_run(experiment_id, tags={**ctx.tags, "idx": str(i)}).info.run_id
+        client.log_param(run_id, "group", "even" if i % 2 == 0 else "odd")
+        client.log_metric(run_id, "score", float(i))
+        client.set_terminated(run_id)
+        runs.append(run_id)
+    views = []
+    for i, run_id in enumerate(runs):
+        sent = {
+            "info": {"status": "FINISHED"},
+            "tags": {**ctx.tags, "idx": str(i)},
+            "params": {"group": "even" if i % 2 == 0 else "odd"},
+            "metrics": {"score": num(float(i))},
+        }
+        views.append(entity_view(expected_run(client, run_id, window, sent, artifacts=False)))
+    filtered = [i for i in range(RUNS - 1, -1, -1) if i >= FILTER_FROM and i % 2 == 0]
+    return {
+        "experiment": name,
+        "experiment_id": experiment_id,
+        "filtered": [views[i] for i in filtered],
+        "paged": views,
+        "pages": -(-RUNS // PAGE),
+        "experiments": [experiment_entity(client.get_experiment(experiment_id))],
+        "window": window.close(),
+    }
+
+
+def read(ctx, record):
+    return {**record, **_searches(ctx.client, record)}

@@ -1,12 +1,21 @@
 """Tags and descriptions on experiments and runs, a tag overwritten and one deleted, and the three run
-statuses a user sees: a run left running, one finished, one failed."""
+statuses a user sees: a run left running, one finished, one failed. Experiment and runs compared in full."""
 
-from common import DESCRIPTION, user_tags
+from common import (
+    ABSENT,
+    DESCRIPTION,
+    Window,
+    expected_experiment,
+    expected_run,
+    snapshot_experiment,
+    snapshot_run,
+)
 
 REQUIRES = ()
 
 
 def write(ctx):
+    window = Window()
     client = ctx.client
     experiment_id = client.create_experiment(f"compat-tags-{ctx.token}")
     client.set_experiment_tag(experiment_id, "team", "platform")
@@ -21,27 +30,20 @@ def write(ctx):
         client.delete_tag(run_id, "scratch")
         if status != "RUNNING":
             client.set_terminated(run_id, status=status)
-        tags = {**ctx.tags, DESCRIPTION: f"a {status.lower()} run", "stage": "final"}
-        runs[run_id] = {"status": status, "ended": status != "RUNNING", "tags": tags}
-    return {
-        "experiment_id": experiment_id,
-        "experiment_tags": {"team": "platform", DESCRIPTION: "experiment description, with unicode: é ✓"},
-        "runs": runs,
-    }
+        tags = {**ctx.tags, DESCRIPTION: f"a {status.lower()} run", "stage": "final", "scratch": ABSENT}
+        info = {"status": status, "experiment_id": experiment_id}
+        if status == "RUNNING":
+            info["end_time"] = None
+        runs[run_id] = expected_run(client, run_id, window, {"info": info, "tags": tags})
+    experiment_tags = {"team": "platform", DESCRIPTION: "experiment description, with unicode: é ✓"}
+    experiment = expected_experiment(client, experiment_id, window, {"tags": experiment_tags})
+    return {"experiment_id": experiment_id, "experiment": experiment, "runs": runs, "window": window.close()}
 
 
 def read(ctx, record):
     client = ctx.client
-    runs = {}
-    for run_id in record["runs"]:
-        run = client.get_run(run_id)
-        runs[run_id] = {
-            "status": run.info.status,
-            "ended": run.info.end_time is not None,
-            "tags": user_tags(run.data.tags),
-        }
     return {
-        "experiment_id": record["experiment_id"],
-        "experiment_tags": user_tags(client.get_experiment(record["experiment_id"]).tags),
-        "runs": runs,
+        **record,
+        "experiment": snapshot_experiment(client, record["experiment_id"]),
+        "runs": {run_id: snapshot_run(client, run_id) for run_id in record["runs"]},
     }
