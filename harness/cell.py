@@ -21,6 +21,7 @@ a failed upgrade, a broken backup) ends the cell early; client steps never do.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 import traceback
@@ -30,11 +31,13 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from harness import integrity, owner, procs
+from harness import fields, integrity, owner, procs
 from harness.backends import Store, StoreError, new_store
 from harness.clients import StepOutcome, call_failure, run_driver
 from harness.databases import DatabaseServer
+from harness.differential import compare
 from harness.envs import Env, EnvCache, EnvError
 from harness.expectations import Expectation
 from harness.expectations import apply as apply_expectations
@@ -53,6 +56,8 @@ UPGRADE_TIMEOUT_S = 900.0
 Tamper = Callable[[str, Store], None]
 # A hook a fault test may pass: called with the phase and the server, right after every server start.
 OnServer = Callable[[str, RunningServer], None]
+# What a client got back in the differential pass: the observed record, or why there is none.
+Outcome = dict[str, Any] | Problem
 
 
 class Abort(Exception):
@@ -136,6 +141,8 @@ class Cell:
                     backups.append(self.upgrade_phase(f"upgrade{suffix}", target, store))
                     self.serve_phase(f"after{suffix}", target, store)
                 self.rollback_phase(path[0], store, backups[0])
+                if self.plan.differential:
+                    self.differential_phase(path[0], path[-1])
                 self.completed = True
         except Abort:
             pass
@@ -183,21 +190,24 @@ class Cell:
                 self.result.components.setdefault("envs", {})[spec.label] = env.components()
 
     @contextmanager
-    def fresh_store(self) -> Iterator[Store]:
-        workdir = owner.mkdtemp(f"mlflow-compat-{self.plan.slug}-", self.ctx.work_root)
+    def fresh_store(self, role: str = "") -> Iterator[Store]:
+        """A new, empty store of the cell's backend, removed at the end; ``role`` names an extra one."""
+        slug = f"{self.plan.slug}-{role}" if role else self.plan.slug
+        workdir = owner.mkdtemp(f"mlflow-compat-{slug}-", self.ctx.work_root)
         try:
             store = new_store(
                 self.plan.backend,
                 workdir,
                 servers=self.ctx.databases,
                 run_id=self.ctx.run_id,
-                cell_slug=self.plan.slug,
+                cell_slug=slug,
             )
         except StoreError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
             self.result.add(Check("store", "env", Status.ERROR, str(exc)))
             raise Abort from exc
-        self.result.components["backend"] = store.describe()
+        if not role:
+            self.result.components["backend"] = store.describe()
         try:
             yield store
         finally:
@@ -338,6 +348,110 @@ class Cell:
         with self.server(phase, env, store) as server:
             self.read(phase, env, server, before, name="restore-read")
 
+    def differential_phase(self, baseline: Spec, candidate: Spec) -> None:
+        """The gate's differential pass: every client runs every scenario against the baseline's server and
+        against the candidate's, each on a fresh store, and reads back what it wrote; the two answers must be
+        identical once what a fresh store generates at random is aligned (harness/differential.py)."""
+        started = time.monotonic()
+        sides = (("baseline", baseline), ("candidate", candidate))
+        seen = {role: self.isolated_pass(role, spec) for role, spec in sides}
+        base_env, cand_env = self.envs[baseline.label], self.envs[candidate.label]
+        for client in self.plan.clients:
+            for scenario in self.scenarios:
+                key = (client.label, scenario.name)
+                base, cand = seen["baseline"][1].get(key), seen["candidate"][1].get(key)
+                check = Check("differential", "differential", Status.PASS, client=client.label,
+                              server=cand_env.spec_label, scenario=scenario.name)  # fmt: skip
+                if base is None or cand is None:
+                    if base is not None or cand is not None:  # one side could not even run it: say which
+                        check.status = Status.SKIP
+                        check.detail = f"not run against the {'candidate' if cand is None else 'baseline'}"
+                        self.result.add(check)
+                    continue
+                self.result.add(check)
+                self.compare_answers(check, base, cand, seen["baseline"][0], seen["candidate"][0])
+                same = f"same answers from {base_env.spec_label} and {cand_env.spec_label}"
+                check.detail = check.detail or same
+        # Its server starts and client steps are also in the timings by kind; this is the pass as a whole.
+        seconds = round(time.monotonic() - started, 2)
+        self.result.components["differential"] = {"baseline": baseline.label, "candidate": candidate.label,
+                                                  "seconds": seconds}  # fmt: skip
+
+    @staticmethod
+    def compare_answers(check: Check, base: Outcome, cand: Outcome, base_root: str, cand_root: str) -> None:
+        """One client's view of one scenario through the baseline and through the candidate."""
+        if isinstance(base, dict) and isinstance(cand, dict):
+            differences = compare(base, cand, baseline_roots=(base_root,), candidate_roots=(cand_root,))
+            check.fail_each(differences)
+            if differences:
+                check.detail = f"{len(differences)} difference(s): " + "; ".join(differences[:2])
+            return
+        lost = [o for o in (base, cand) if isinstance(o, Problem) and o.status is Status.ERROR]
+        if lost:  # no answer on one side: nothing to compare, and nobody to blame but the machine
+            check.problems.append(Problem(f"not compared: {lost[0].text}", Status.ERROR))
+            check.settle()
+            check.detail = check.problems[0].text
+            return
+        if isinstance(base, Problem) and isinstance(cand, Problem):
+            # "the server answered HTTP 404 to POST /api/...": the same answer to the same call is alike.
+            if base.text.split(": ", 1)[0] == cand.text.split(": ", 1)[0]:
+                check.detail = f"both servers failed alike: {cand.text}"
+                return
+            text = (
+                f"the candidate failed otherwise than the baseline: {cand.text} (the baseline: {base.text})"
+            )
+        elif isinstance(cand, Problem):
+            text = f"the candidate failed where the baseline answered: {cand.text}"
+        else:
+            assert isinstance(base, Problem)
+            text = f"the candidate answered where the baseline failed: {base.text}"
+        check.fail_each([text])
+        check.detail = text
+
+    def isolated_pass(self, role: str, spec: Spec) -> tuple[str, dict[tuple[str, str], Outcome]]:
+        """Against ``spec``'s server on a fresh store: every client writes every scenario it can, then reads
+        back its own records. Its store's directory, and {(client, scenario): what the read returned, or the
+        problem that kept it from returning}. Failures here are compared, not judged on their own."""
+        env = self.envs[spec.label]
+        phase = f"differential-{role}"
+        answers: dict[tuple[str, str], Outcome] = {}
+        with self.fresh_store(role) as store, self.server(phase, env, store, backup=False) as server:
+            for client in self.plan.clients:
+                cenv = self.envs[client.label]
+                server_version = MlflowVersion.parse(server.version)
+                runnable = [s for s in self.scenarios if not s.lacks(cenv.version, server_version,
+                                                                     self.plan.backend)]  # fmt: skip
+                if not runnable:
+                    continue
+                stem = f"{phase}-write-{cenv.spec_label}"
+                tags = {"compat.writer": "differential", "compat.phase": "differential"}
+                # The same token on both servers: the names a scenario makes from it are then the same too.
+                tokens = {s.name: hashlib.sha256(f"{client.label}/{s.name}".encode()).hexdigest()[:10]
+                          for s in runnable}  # fmt: skip
+                planned = [{**s.to_plan(), "token": tokens[s.name]} for s in runnable]
+                plan = {"scenarios": planned, "tags": tags}
+                wrote = self.client_process(cenv, server, "write", plan, stem)
+                records = {}
+                for scenario in runnable:
+                    scratch = Check("write", phase, Status.PASS)
+                    got = self.scenario_result(scratch, wrote, scenario.name)
+                    if got is None:
+                        answers[(client.label, scenario.name)] = scratch.problems[-1]
+                    else:
+                        records[scenario.name] = (scenario, got["record"])
+                if not records:
+                    continue
+                stem = f"{phase}-read-{cenv.spec_label}"
+                plan = {"records": [{"key": name, "scenario": sc.to_plan(), "record": record}
+                                    for name, (sc, record) in records.items()]}  # fmt: skip
+                read = self.client_process(cenv, server, "read", plan, stem)
+                for name in records:
+                    scratch = Check("read", phase, Status.PASS)
+                    got = self.scenario_result(scratch, read, name)
+                    answers[(client.label, name)] = scratch.problems[-1] if got is None else got["observed"]
+            root = str(store.workdir)
+        return root, answers
+
     def probe_old_server(self, check: Check, env: Env, store: Store) -> None:
         revision = store.schema_revision()
         log = self.logs / f"rollback-server-{env.version}.log"
@@ -381,13 +495,13 @@ class Cell:
     # -- client steps -----------------------------------------------------------------------------
     def write(self, phase: str, client: Env, server: RunningServer) -> None:
         """One client process runs every scenario this client has; each scenario is a check of its own."""
-        writer = f"client {client.version} -> server {server.version} ({phase})"
+        writer = f"client {client.spec_label} -> server {server.version} ({phase})"
         runnable = [s for s in self.scenarios if not self.skipped("write", phase, client, server, s)]
         if not runnable:
             return
         plan = {"scenarios": [s.to_plan() for s in runnable],
                 "tags": {"compat.writer": writer, "compat.phase": phase}}  # fmt: skip
-        stem = f"{phase}-write-{client.version}"
+        stem = f"{phase}-write-{client.spec_label}"
         outcome = self.client_process(client, server, "write", plan, stem)
         for scenario in runnable:
             check = self.scenario_check("write", phase, client, server, scenario, stem)
@@ -396,9 +510,9 @@ class Cell:
                 continue
             check.seconds = got["seconds"]
             record = got["record"]
-            key = f"{phase}/{client.version}/{scenario.name}"
+            key = f"{phase}/{client.spec_label}/{scenario.name}"
             window = tuple(got["window"]) if got.get("window") else None
-            self.written.append(Written(key, scenario.name, writer, phase, record, client=str(client.version),
+            self.written.append(Written(key, scenario.name, writer, phase, record, client=client.spec_label,
                                         server=server.version, window=window))  # fmt: skip
             shown = [f"{k}={v}" for k, v in record.items() if isinstance(v, str | int) and len(str(v)) < 200]
             check.detail = f"acknowledged in {got['seconds']:.1f}s" + (
@@ -412,7 +526,7 @@ class Cell:
         each record's outcome is kept in it (a difference or a wrong answer: fail; no answer: error)."""
         if not written:
             self.result.add(Check(name, phase, Status.SKIP, "no acknowledged writes to read back",
-                                  client=str(client.version), server=server.version))  # fmt: skip
+                                  client=client.spec_label, server=server.version))  # fmt: skip
             return
         present = {w.scenario for w in written}
         scenarios = [s for s in self.scenarios if s.name in present]
@@ -423,13 +537,14 @@ class Cell:
         records = [w for w in written if w.scenario in by_name]
         plan = {"records": [{"key": w.key, "scenario": by_name[w.scenario].to_plan(), "record": w.record}
                             for w in records]}  # fmt: skip
-        stem = f"{phase}-{name}-{client.version}"
+        stem = f"{phase}-{name}-{client.spec_label}"
         outcome = self.client_process(client, server, "read", plan, stem)
         for scenario in readable:
             check = self.scenario_check(name, phase, client, server, scenario, stem)
             mine = [w for w in records if w.scenario == scenario.name]
             check.writers = [dict(t) for t in dict.fromkeys(tuple(w.written_by.items()) for w in mine)]
             read: set[str | None] = set()  # records the client returned (with or without differences)
+            absent: set[str] = set()  # fields not compared, by rule (harness/data/fields.toml)
             for w in mine:
                 tried = self.tried.setdefault((w.key, phase), [])
                 got = self.scenario_result(check, outcome, w.key, w)
@@ -438,7 +553,17 @@ class Cell:
                     continue
                 read.add(w.key)
                 check.seconds += got["seconds"]
-                differences = diff(w.record, got["observed"])
+                expected, observed, notes = fields.normalise(
+                    w.record,
+                    got["observed"],
+                    writer_client=MlflowVersion.parse(w.client.split("@")[0]),
+                    writer_server=MlflowVersion.parse(w.server),
+                    reader_client=client.version,
+                    reader_server=MlflowVersion.parse(server.version),
+                    backend=self.plan.backend,
+                )
+                absent.update(note.split(" not compared", 1)[0] for note in notes)
+                differences = diff(expected, observed)
                 if differences:
                     tried.append(check)
                 else:
@@ -446,8 +571,9 @@ class Cell:
                 check.problems += [Problem(f"{w.writer}: {d}", Status.FAIL, w.key, w.written_by)
                                    for d in differences]  # fmt: skip
             check.settle()
+            by_rule = f"; not compared, by rule: {', '.join(sorted(absent))}" if absent else ""
             if not check.problems:
-                check.detail = f"{len(mine)} records read back exactly as written"
+                check.detail = f"{len(mine)} records read back exactly as written{by_rule}"
                 continue
             differences = sum(p.record in read for p in check.problems)
             failed = {p.record for p in check.problems if p.status is Status.FAIL} - read
@@ -455,8 +581,10 @@ class Cell:
             summary = [f"{differences} difference(s)"] if differences else []
             summary += [f"{len(failed)} read(s) failed"] if failed else []
             summary += [f"{len(unread)} record(s) not read (no answer)"] if unread else []
-            check.detail = f"{', '.join(summary)} in {len(mine)} records: " + "; ".join(
-                p.text for p in check.problems[:2]
+            check.detail = (
+                f"{', '.join(summary)} in {len(mine)} records: "
+                + "; ".join(p.text for p in check.problems[:2])
+                + by_rule
             )
             # Every problem, then the traceback or log tail of a failed read (kept by scenario_result).
             listed = "\n".join(p.text for p in check.problems)
@@ -511,7 +639,7 @@ class Cell:
         """Record a `skip` when the client lacks an API the scenario uses (or the store a feature)."""
         why = scenario.lacks(client.version, MlflowVersion.parse(server.version), self.plan.backend)
         if why:
-            self.result.add(Check(name, phase, Status.SKIP, why, client=str(client.version),
+            self.result.add(Check(name, phase, Status.SKIP, why, client=client.spec_label,
                                   server=server.version, scenario=scenario.name))  # fmt: skip
         return why is not None
 
@@ -519,7 +647,7 @@ class Cell:
         self, name: str, phase: str, client: Env, server: RunningServer, scenario: Scenario, stem: str
     ) -> Check:
         logs = [f"logs/{stem}.log", f"logs/{stem}.json"]
-        return self.result.add(Check(name, phase, Status.PASS, client=str(client.version),
+        return self.result.add(Check(name, phase, Status.PASS, client=client.spec_label,
                                      server=server.version, scenario=scenario.name, logs=logs))  # fmt: skip
 
     def client_process(
@@ -561,10 +689,10 @@ class Cell:
 
     # -- servers ------------------------------------------------------------------------------------
     @contextmanager
-    def server(self, phase: str, env: Env, store: Store) -> Iterator[RunningServer]:
+    def server(self, phase: str, env: Env, store: Store, backup: bool = True) -> Iterator[RunningServer]:
         """A server for the length of a phase. Its start is a check; a failed start ends the cell."""
         log = self.logs / f"{phase}-server-{env.version}.log"
-        if self.servers_started:
+        if self.servers_started and backup:
             # A server may migrate the schema on start (shared/mlflow-facts.md): back up first, every time.
             with self.step("backup", phase, timing="backup", critical=True) as check:
                 check.detail = f"copied to {store.backup(f'before-{phase}-server').name}"

@@ -3,7 +3,8 @@
   parse -> resolve -> plan -> prepare the run directory -> execute (pytest) -> collect -> report
 
 Everything up to `prepare` is pure checking: bad input ends there with one line and exit code 2,
-before any process, env or directory is made.
+before any process, env or directory is made. A plan with no cell (a selection, a shard or a profile that
+leaves nothing) and a results directory that cannot be written are bad input too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import secrets
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,7 +101,12 @@ class RunOptions:
     client_launch: Option  # fork or spawn
     database_urls: dict[str, Option]
     images: dict[str, Option]
+    # The gate's baseline: its cells also get the differential pass (candidate's answers vs the baseline's)
+    differential: Option = field(default_factory=lambda: Option(None, "default"))
     resolved: dict[str, str] = field(default_factory=dict)  # `latest` -> version
+    # What resolving found worth a line on stderr, printed once the plan is known to have cells (bad input
+    # stays one line).
+    notes: list[str] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -160,8 +167,9 @@ def _add_cell_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scenarios",
         metavar="A,B",
-        help=f"built-in scenarios to run (default: all: {', '.join(scenarios.all_names())}; `none` for "
-        "only your own scripts)",
+        help=f"built-in scenarios to run (default: {', '.join(scenarios.default_names())}; also: "
+        f"{', '.join(sorted(set(scenarios.all_names()) - set(scenarios.default_names()))) or 'none'}; "
+        "`none` for only your own scripts)",
     )
     p.add_argument(
         "--scenario",
@@ -296,7 +304,7 @@ def parse_run_options(args: argparse.Namespace) -> RunOptions:
     if jobs.value < 1:
         raise BadInput(f"--jobs must be at least 1, not {jobs.value}")
 
-    chosen = _opt(args.scenarios, "MLFLOW_COMPAT_SCENARIOS", ",".join(scenarios.all_names()))
+    chosen = _opt(args.scenarios, "MLFLOW_COMPAT_SCENARIO_NAMES", ",".join(scenarios.default_names()))
     names = tuple(n.strip() for n in chosen.value.split(",") if n.strip())
     if names == ("none",):
         names = ()
@@ -405,12 +413,19 @@ def _script(text: str) -> Path:
     return path
 
 
-def _check_writable(path: Path) -> None:
+def _check_writable(path: Path, what: str = "results directory") -> None:
+    """Refuse a directory that cannot be made or written. Tried for real, in its nearest existing ancestor
+    (a throwaway directory made and removed): permission bits do not tell (root passes them all, and /proc
+    or a read-only mount refuse anyway)."""
     probe = path
-    while not probe.exists():
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise BadInput(f"results directory {path} is not writable")
+    if not probe.is_dir():
+        raise BadInput(f"{what} {path} is not writable ({probe} is not a directory)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".mlflow-compat-probe-", dir=probe))
+    except OSError as exc:
+        raise BadInput(f"{what} {path} is not writable ({probe}: {exc.strerror})") from None
 
 
 # -- resolve -----------------------------------------------------------------------------------------
@@ -444,7 +459,7 @@ def resolve(opts: RunOptions) -> None:
     except index.IndexError_ as exc:
         if any(s.kind is SpecKind.LATEST for s in releases):
             raise BadInput(f"cannot resolve `latest`: {exc}") from None
-        print(f"mlflow-compat: warning: {exc}; versions are not checked before installing", file=sys.stderr)
+        opts.notes.append(f"warning: {exc}; versions are not checked before installing")
         return
     versions = {r.version for r in known}
     for spec in releases:
@@ -462,7 +477,7 @@ def resolve(opts: RunOptions) -> None:
         latest, skipped = index.newest_installable(known, python_for)
         opts.resolved["latest"] = str(latest)
         if skipped:
-            print(f"mlflow-compat: latest = {latest} (passed over: {'; '.join(skipped)})", file=sys.stderr)
+            opts.notes.append(f"latest = {latest} (passed over: {'; '.join(skipped)})")
 
         def pin(spec: Spec) -> Spec:
             return spec.resolved(latest) if spec.kind is SpecKind.LATEST else spec
@@ -470,6 +485,9 @@ def resolve(opts: RunOptions) -> None:
         pinned = [tuple(pin(s) for s in p) for p in opts.paths.value]
         # A discovered FROM that is itself the newest release has nothing to upgrade to.
         opts.paths.value = [p for p in pinned if len({s.label for s in p}) > 1]
+        dropped = [":".join(s.label for s in p) for p in pinned if len({s.label for s in p}) == 1]
+        if dropped:
+            opts.resolved["dropped"] = f"{', '.join(dropped)}: upgrades {latest} (latest) to itself"
         if opts.clients.value:
             opts.clients.value = tuple(pin(s) for s in opts.clients.value)
 
@@ -500,23 +518,46 @@ def discover_paths(opts: RunOptions) -> None:
     opts.resolved["discovered"] = ", ".join(str(v) for v in usable)
     if excluded:
         opts.resolved["excluded"] = "; ".join(excluded)
-        print(f"mlflow-compat: left out: {'; '.join(excluded)}", file=sys.stderr)
+        opts.notes.append(f"left out: {'; '.join(excluded)}")
 
 
 # -- plan, prepare, execute ------------------------------------------------------------------------------
 def plan(opts: RunOptions) -> list[CellPlan]:
     return plan_cells(opts.backends.value, opts.paths.value, opts.clients.value, opts.runtime.value,
-                      opts.scenarios.value, opts.scripts.value)  # fmt: skip
+                      opts.scenarios.value, opts.scripts.value, opts.differential.value)  # fmt: skip
+
+
+def planned(opts: RunOptions) -> list[CellPlan]:
+    """The cells this run (or this shard of it) has, after `resolve`. None at all is bad input, with why:
+    a run that tests nothing must not pass."""
+    cells = plan(opts)
+    if not cells:
+        why = [opts.resolved[k] for k in ("dropped", "excluded") if opts.resolved.get(k)]
+        raise BadInput(
+            f"no cell to run: no upgrade path is left (paths from {opts.paths.source})"
+            + (f": {'; '.join(why)}" if why else "")
+        )
+    share = take_shard(cells, opts.shard.value)
+    if not share:
+        i, n = opts.shard.value or (1, 1)
+        raise BadInput(f"no cell to run: --shard {i}/{n} is empty (the plan has {len(cells)} cell(s))")
+    for note in opts.notes:
+        print(f"mlflow-compat: {note}", file=sys.stderr)
+    return share
 
 
 def prepare(opts: RunOptions, cells: list[CellPlan]) -> Path:
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     run_dir = opts.results_dir.value / run_id
-    run_dir.mkdir(parents=True)
-    (run_dir / PLAN_FILE).write_text(dump_plan(cells))
-    (run_dir / "pytest.ini").write_text(
-        "[pytest]\n# written by mlflow-compat: this run's cells are pytest items\n"
-    )
+    try:
+        run_dir.mkdir(parents=True)
+        (run_dir / PLAN_FILE).write_text(dump_plan(cells))
+        (run_dir / "pytest.ini").write_text(
+            "[pytest]\n# written by mlflow-compat: this run's cells are pytest items\n"
+        )
+    except OSError as exc:  # checked at parse time; this is the same refusal, met later (full disk, a race)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise BadInput(f"results directory {opts.results_dir.value} is not writable ({exc})") from None
     return run_dir
 
 
@@ -612,7 +653,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = parse_run_options(args)
     if args.list:
         resolve(opts)
-        for cell in take_shard(plan(opts), opts.shard.value):
+        for cell in planned(opts):
             print(cell.id)
         for key, value in opts.resolved.items():
             print(f"# {key}: {value}", file=sys.stderr)
@@ -626,10 +667,10 @@ def run_matrix(opts: RunOptions) -> tuple[RunResult, Path]:
     """The pipeline: resolve, plan, shard, order (longest first), prepare, select, start databases, execute,
     collect, remember durations, report."""
     resolve(opts)
-    cells = durations.longest_first(take_shard(plan(opts), opts.shard.value), durations.load())
+    cells = durations.longest_first(planned(opts), durations.load())
     owner.claim()  # everything this run starts from here on is this process's, for `clean` to judge
     run_dir = prepare(opts, cells)
-    cells = select(opts, run_dir, cells) if cells else []
+    cells = select(opts, run_dir, cells)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     print(f"mlflow-compat: {len(cells)} cells; results in {run_dir}", flush=True)
     interrupted, code = False, 0
@@ -690,7 +731,6 @@ def print_summary(run: RunResult, run_dir: Path) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Render a run's reports again (with --compare, against an earlier run), or merge shard runs."""
-    from harness.compare import merge
 
     def load(path: Path, what: str) -> RunResult:
         if not (path / "results.json").is_file():
@@ -700,30 +740,83 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.merge:
         if args.run_dir is not None:
             raise BadInput("--merge takes the shard directories; name the output with --out")
-        shards = [load(p, "--merge") for p in args.merge]
         out = (args.out or Path("results") / f"merged-{datetime.now(UTC):%Y%m%dT%H%M%SZ}").resolve()
+        _check_writable(out, "--out")
+        previous = load(args.compare, "--compare") if args.compare else None
+        run, found = merge_shards(args.merge, out.name)
         try:
-            run = merge(shards, out.name)
-        except ValueError as exc:
-            raise BadInput(str(exc)) from None
-        out.mkdir(parents=True, exist_ok=True)
-        for shard_dir in args.merge:  # the cells' logs travel with the merged report
-            if (shard_dir / "cells").is_dir():
-                shutil.copytree(shard_dir / "cells", out / "cells", dirs_exist_ok=True)
+            out.mkdir(parents=True, exist_ok=True)
+            for shard_dir in found:  # the cells' logs travel with the merged report
+                if (shard_dir / "cells").is_dir():
+                    shutil.copytree(shard_dir / "cells", out / "cells", dirs_exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"--out {out} is not writable ({exc})") from None
         run_dir = out
+        for entry in run.not_run:
+            print(f"mlflow-compat: not run: {entry}", file=sys.stderr)
     else:
         if args.run_dir is None:
             raise BadInput("report needs a run directory (or --merge DIR...)")
         run, run_dir = load(args.run_dir, "report"), args.run_dir
-    previous = load(args.compare, "--compare") if args.compare else None
+        _check_writable(run_dir, "report: run directory")
+        previous = load(args.compare, "--compare") if args.compare else None
     write_reports(run, run_dir, previous)
     print(run_dir / "report.md")
     return run.exit_code()
 
 
+def _shard_run(shard: Path) -> Path | None:
+    """The run a shard directory holds: itself (a run directory), its `latest`, or its only run (a results
+    directory copied without its symlink); None when it holds none."""
+    if (shard / "results.json").is_file():
+        return shard
+    if (shard / "latest" / "results.json").is_file():
+        return shard / "latest"
+    runs = sorted(p for p in shard.iterdir() if p.is_dir() and (p / "results.json").is_file())
+    if len(runs) > 1:
+        raise BadInput(
+            f"--merge {shard}: holds {len(runs)} runs ({', '.join(p.name for p in runs)}); name one"
+        )
+    return runs[0] if runs else None
+
+
+def merge_shards(dirs: list[Path], run_id: str) -> tuple[RunResult, list[Path]]:
+    """Load every shard named (see `_shard_run`) and join them. A shard that produced no results (its
+    directory missing or empty, no results.json, one that cannot be read) is not dropped: it is listed as not
+    run, and the merged verdict fails (harness.compare.merge). Returns the merged run and the run
+    directories found."""
+    from harness.compare import merge
+
+    runs, found, missing = [], [], []
+    for shard in dirs:
+        if not shard.is_dir():
+            what = "not a directory" if shard.exists() else "no such directory"
+            missing.append(f"{shard}: {what} (the shard produced no results)")
+            continue
+        if not any(shard.iterdir()):
+            missing.append(f"{shard}: empty directory (the shard produced no results)")
+            continue
+        run_dir = _shard_run(shard)
+        if run_dir is None:
+            missing.append(f"{shard}: no results.json (the shard produced no results)")
+            continue
+        try:
+            runs.append(load_run(run_dir.resolve()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            missing.append(f"{shard}: results.json cannot be read ({type(exc).__name__}: {exc})")
+            continue
+        found.append(run_dir.resolve())
+    try:
+        when = datetime.now(UTC).isoformat(timespec="seconds")
+        return merge(runs, run_id, missing, when), found
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
     """Upgrade from the baseline and from the oldest supported version to the candidate, old clients against
-    the candidate server and the candidate client against old servers, on every backend; then a verdict."""
+    the candidate server and the candidate client against old servers, on every backend; the baseline's cells
+    also compare the candidate's answers with the baseline's (the differential pass); then a verdict."""
     try:
         candidate = parse_spec(args.candidate)
     except SpecError as exc:
@@ -732,6 +825,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     baseline = args.baseline or newest_release_below(candidate)
     args.path = list(dict.fromkeys(f"{v}:{args.candidate}" for v in (baseline, oldest)))
     opts = parse_run_options(args)
+    opts.differential = Option(baseline, "gate (the baseline)")
     run, run_dir = run_matrix(opts)
     print_summary(run, run_dir)
     print_verdict(run, run_dir, candidate.label, baseline, oldest)

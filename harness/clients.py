@@ -41,38 +41,43 @@ FORKSERVER_READY_S = 120.0
 
 @dataclass(frozen=True)
 class CallFailure:
-    """Why a scenario raised, as the wire saw it. ``answered``: the server sent an HTTP response (any status)
-    to the last call before the failure, or the client failed with no call outstanding: MLflow's behaviour.
-    Not answered: the last call got no response at all (refused, reset, timed out): the machine's."""
+    """Why a scenario raised, as the wire saw it. ``answered``: the call that failed got an HTTP response (any
+    status), or nothing went wrong on the wire and the client raised on its own: MLflow's behaviour. Not
+    answered: the failing call got no response at all (refused, reset, timed out): the machine's."""
 
     answered: bool
     text: str
 
 
+def _path(exchange: dict[str, Any]) -> str:
+    return urlsplit(str(exchange.get("url", ""))).path or "?"
+
+
 def _call(exchange: dict[str, Any]) -> str:
-    path = urlsplit(str(exchange.get("url", ""))).path or "?"
-    return f"{exchange.get('method', '?')} {path}"
+    return f"{exchange.get('method', '?')} {_path(exchange)}"
 
 
 def call_failure(got: dict[str, Any]) -> CallFailure:
     """Classify a failed scenario from the HTTP exchanges its client process recorded. scenarios/driver.py
     records them at urllib3's request level, so the retries that MLflow reports only as "Max retries
-    exceeded" are seen with their status. Never decided from the error's wording."""
+    exceeded" are seen with their status. The failing call is the last exchange that went wrong (an error
+    status or no response); where several did, the last one on the endpoint the error names (a client ends
+    its run after a failed call, and an earlier handled 404 is not the failure). Whether it was answered is
+    decided by the wire, never by the error's wording."""
     error = str(got.get("error", ""))
     recent = (got.get("http") or {}).get("recent") or []
-    if not recent:
-        return CallFailure(True, f"the client failed before any HTTP exchange: {error}")
-    last = recent[-1]
-    if "status" not in last:
-        return CallFailure(
-            False, f"no answer from the server to {_call(last)} ({last.get('error')}): {error}"
-        )
-    status = int(last["status"])
-    if status >= 400:
-        return CallFailure(True, f"the server answered HTTP {status} to {_call(last)}: {error}")
-    return CallFailure(
-        True, f"the client failed after the server answered HTTP {status} to {_call(last)}: {error}"
-    )
+    wrong = [x for x in recent if "status" not in x or int(x["status"]) >= 400]
+    if not wrong:
+        if not recent:
+            return CallFailure(True, f"the client failed before any HTTP exchange: {error}")
+        answer = f"HTTP {recent[-1]['status']} to {_call(recent[-1])}"
+        return CallFailure(True, f"the client failed after the server answered {answer}: {error}")
+    named = [x for x in wrong if _path(x) in error]
+    culprit = (named or wrong)[-1]
+    if "status" not in culprit:
+        why = culprit.get("error")
+        return CallFailure(False, f"no answer from the server to {_call(culprit)} ({why}): {error}")
+    return CallFailure(True, f"the server answered HTTP {culprit['status']} to {_call(culprit)}: {error}")
 
 
 @dataclass

@@ -4,8 +4,10 @@ Upstream does not promise that every new client works against every old server. 
 check (its name, and optionally phase, scenario and backend), the client and server version ranges it
 covers, the error that is expected (a substring, or a regular expression as ``re:PATTERN``), and why, with
 an upstream link; optionally ``written_by`` (client and server ranges and the phase of the records' writer:
-"records written by 1.x before the upgrade"). Applied to a finished cell, problem by problem (each record's
-difference, each failed call, each lost row is a problem of its check, harness/results.py):
+"records written by 1.x before the upgrade"). ``[[change]]`` declares an intended behaviour change the same
+way: the candidate's server answering otherwise than its baseline's in the gate's differential pass.
+Applied to a finished cell, problem by problem (each record's difference, each failed call, each lost row
+is a problem of its check, harness/results.py):
 
   every failing problem covered, with its declared error   -> xfail
   any failing problem not covered                          -> fail (naming what no declaration covers)
@@ -54,7 +56,7 @@ class Expectation:
 
     def covers(self, check: Check, result: CellResult) -> bool:
         """Whether this declaration is about ``check`` of ``result`` (regardless of how it ended)."""
-        if check.name != self.check or (self.phase and check.phase != self.phase):
+        if check.name != self.check or (self.phase and not in_phase(check.phase, self.phase)):
             return False
         if self.backends and result.backend not in self.backends:
             return False
@@ -77,7 +79,7 @@ class Expectation:
         if written_by is None:  # not a record read back (a call, a row): a written_by declaration is silent
             return False
         wanted = dict(self.written_by)
-        if "phase" in wanted and written_by.get("phase") != wanted["phase"]:
+        if "phase" in wanted and not in_phase(written_by.get("phase", ""), wanted["phase"]):
             return False
         return _within(written_by.get("client"), wanted.get("client", "")) and _within(
             written_by.get("server"), wanted.get("server", "")
@@ -89,6 +91,11 @@ class Expectation:
     def applies_to(self, check: Check) -> bool:
         """Whether a passing ``check`` is one this declaration says should fail (for xpass)."""
         return not self.written_by or any(self.matches_writer(w) for w in check.writers)
+
+
+def in_phase(actual: str, declared: str) -> bool:
+    """A declared phase names its family: "after" is also each hop's "after-1", "after-2", ..."""
+    return actual == declared or actual.startswith(f"{declared}-")
 
 
 def _within(version: str | None, spec: str) -> bool:
@@ -106,9 +113,24 @@ REQUIRED = ("id", "check", "error", "reason")
 OPTIONAL = ("link", "phase", "scenario", "client", "server", "from", "backends", "written_by")
 
 
+CHANGE_CHECK = "differential"  # what a [[change]] declares: the candidate answers otherwise than its baseline
+
+
 def parse(data: dict[str, Any], source: str) -> list[Expectation]:
+    """``[[expect]]`` declarations, and ``[[change]]`` ones: an intended behaviour change, where the
+    candidate's server answers otherwise than its baseline's in the gate's differential pass (the same keys,
+    without ``check``)."""
+    unknown_tables = set(data) - {"expect", "change"}
+    if unknown_tables:
+        raise ExpectationError(f"{source}: unknown tables {sorted(unknown_tables)} (expect, change)")
+    changes = []
+    for item in data.get("change", []):
+        if "check" in item:
+            raise ExpectationError(f"{source}: change {item.get('id')!r}: a change is always about the "
+                                   f"differential check; drop its check key")  # fmt: skip
+        changes.append({**item, "check": CHANGE_CHECK})
     out = []
-    for i, item in enumerate(data.get("expect", []), start=1):
+    for i, item in enumerate([*data.get("expect", []), *changes], start=1):
         missing = [k for k in REQUIRED if not item.get(k)]
         if missing:
             raise ExpectationError(f"{source}: declaration {i} lacks {', '.join(missing)}")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.version import Version
 
-from harness.scenarios import all_names
+from harness.scenarios import default_names
 from harness.specs import Spec, parse_path, parse_spec
 from harness.versions import MlflowVersion
 
@@ -72,8 +72,10 @@ class CellPlan:
     path: tuple[Spec, ...]
     clients: tuple[Spec, ...]
     runtime: str = "local"
-    scenarios: tuple[str, ...] = field(default_factory=all_names)  # built-in scenarios, by name
+    scenarios: tuple[str, ...] = field(default_factory=default_names)  # built-in scenarios, by name
     scripts: tuple[str, ...] = ()  # users' own scripts (--scenario PATH), absolute paths
+    # The gate's differential pass: every client against FROM's server and TO's, fresh stores, compared.
+    differential: bool = False
 
     @property
     def id(self) -> str:
@@ -97,6 +99,7 @@ class CellPlan:
             "versions": {s.raw: str(s.version) for s in (*self.path, *self.clients)},
             "scenarios": list(self.scenarios),
             "scripts": list(self.scripts),
+            "differential": self.differential,
         }
 
     @classmethod
@@ -116,6 +119,7 @@ class CellPlan:
             clients=tuple(spec(r) for r in data["clients"]),
             scenarios=tuple(data["scenarios"]),
             scripts=tuple(data["scripts"]),
+            differential=bool(data.get("differential", False)),
         )
 
 
@@ -131,8 +135,11 @@ def plan_cells(
     runtime: str,
     scenarios: tuple[str, ...] | None = None,
     scripts: tuple[str, ...] = (),
+    differential_from: str | None = None,
 ) -> list[CellPlan]:
-    chosen = all_names() if scenarios is None else scenarios
+    """One cell per path and backend; ``differential_from`` (the gate's baseline) adds the differential pass
+    to the cells whose path starts at that version."""
+    chosen = default_names() if scenarios is None else scenarios
     cells = [
         CellPlan(
             backend=b,
@@ -141,6 +148,7 @@ def plan_cells(
             runtime=runtime,
             scenarios=chosen,
             scripts=scripts,
+            differential=differential_from is not None and p[0].raw == differential_from,
         )
         for p in paths
         for b in backends

@@ -2,7 +2,7 @@
 Started as a script (MLFLOW_COMPAT_CLIENT_LAUNCH=spawn) or forked from scenarios/forkserver.py (main()).
 
     python driver.py write --plan PLAN.json --out OUT.json
-        PLAN: {"scenarios": [{"name", "path", "options"}], "tags": {KEY: VALUE}}
+        PLAN: {"scenarios": [{"name", "path", "options", "token"?}], "tags": {KEY: VALUE}}
         Each scenario's write(ctx) does its MLflow calls and returns the record of what it wrote.
     python driver.py read --plan PLAN.json --out OUT.json
         PLAN: {"records": [{"key", "scenario": {"name", "path", "options"}, "record"}]}
@@ -115,7 +115,9 @@ def write(plan, scratch):
     results = {}
     for scenario in plan["scenarios"]:
         module = load(scenario["path"])
-        ctx = Context(plan.get("tags", {}), uuid.uuid4().hex[:10], scratch, scenario.get("options"))
+        # A fixed token (the differential pass gives both servers the same one) or a fresh one.
+        token = scenario.get("token") or uuid.uuid4().hex[:10]
+        ctx = Context(plan.get("tags", {}), token, scratch, scenario.get("options"))
         key, out = attempt(scenario["name"], lambda m=module, c=ctx: m.write(c), "record")
         results[key] = out
     return results

@@ -24,7 +24,7 @@ from harness.envs import EnvCache
 from harness.plan import CellPlan, default_clients
 from harness.results import CellResult, Status
 from harness.runtime import get_runtime
-from harness.scenarios import all_names
+from harness.scenarios import all_names, default_names
 from harness.specs import parse_path
 from tests.conftest import run_cli
 
@@ -170,12 +170,18 @@ def test_each_verifier_fails_on_a_planted_difference(tmp_path: Path) -> None:
         if c.scenario and c.name != "write"
     }
     assert "run.params.learning_rate: '0.02', expected '0.01'" in details[("after", "quickstart", "2.22.5")]
-    assert "history.loss[3][2]: 0.3, expected 0.125" in details[("after", "metric_history", "1.30.1")]
     assert (
-        "files['tree/large.bin']: bytes differ (6291456 bytes, sha256 "
+        "run.metric_history.loss[3][2].float: '0.3', expected '0.125'"
+        in details[("after", "metric_history", "1.30.1")]
+    )
+    assert (
+        "run.artifacts['tree/large.bin']: bytes differ (6291456 bytes, sha256 "
         in details[("rollback", "artifacts", "1.30.1")]
     )
-    assert "versions['1'].stage: 'Production', expected 'Staging'" in details[("after", "registry", "2.22.5")]
+    assert (
+        "versions['1'].current_stage: 'Production', expected 'Staging'"
+        in details[("after", "registry", "2.22.5")]
+    )
     for detail in details.values():  # each names who wrote the record it found changed
         assert not detail or detail.startswith("client ")
 
@@ -190,7 +196,7 @@ def test_postgres_multi_hop_upgrade_keeps_every_row(tmp_path: Path, databases) -
     # Row counts depend on the system tags each client version sets; what matters is that all were kept.
     kept = [re.match(r"all (\d+) rows kept", by[(f"upgrade-{i}", "integrity", None)].detail) for i in (1, 2)]
     assert kept[0] and kept[1] and 20 <= int(kept[0][1]) < int(kept[1][1])
-    assert by[("after-2", "read", "1.30.1")].detail == "6 records read back exactly as written"
+    assert by[("after-2", "read", "1.30.1")].detail.startswith("6 records read back exactly as written")
     backend = result.components["backend"]
     assert backend["product"] == "PostgreSQL" and backend["version"].startswith("PostgreSQL 15")
 
@@ -305,14 +311,24 @@ KNOWN_SKEW = {
 }
 
 
+def inf_on_sql(path: str) -> set[tuple[str | None, ...]]:
+    """A SQL store keeps +-inf as +-1.7976931348623157e308 (every version; declared in the shipped
+    expectations): every read of metric_values differs, and so its four records are never confirmed."""
+    old, new = path.split(":")
+    reads = [("before/read", old, old), ("before/read", new, old), ("after/read", old, new),
+             ("after/read", new, new), ("rollback/restore-read", old, old)]  # fmt: skip
+    return {(r, "metric_values", c, s) for r, c, s in reads} | {("cell/acked-writes", None, None, None)}
+
+
 @pytest.mark.parametrize("path", sorted(KNOWN_SKEW))
 def test_every_scenario_on_real_servers_fails_only_where_mlflow_does(tmp_path: Path, path: str) -> None:
     """All built-in scenarios, both directions, both sides of the upgrade: every check passes except the
     known incompatibilities, each with the server's own error; nothing is an infrastructure error."""
-    result = run_one(tmp_path, "sqlite", path, scenarios=all_names())
+    # The 25,001-point history (metric_pages, not in the default selection) pages only on a 3.x server.
+    result = run_one(tmp_path, "sqlite", path, scenarios=all_names() if "3.17.2" in path else default_names())
     failed = {(f"{c.phase}/{c.name}", c.scenario, c.client, c.server) for c in result.checks
               if c.status is Status.FAIL}  # fmt: skip
-    assert failed == KNOWN_SKEW[path], checks(result, Status.FAIL)
+    assert failed == KNOWN_SKEW[path] | inf_on_sql(path), checks(result, Status.FAIL)
     assert checks(result, Status.ERROR) == []
     skipped = {(c.scenario, c.client) for c in result.checks if c.status is Status.SKIP and c.scenario}
     old = path.split(":")[0]
@@ -324,10 +340,12 @@ def test_every_scenario_on_real_servers_fails_only_where_mlflow_does(tmp_path: P
     )
     for c in result.checks:
         if c.name == "read" and c.status is Status.PASS:
-            assert c.detail.endswith("records read back exactly as written")
+            assert "records read back exactly as written" in c.detail
     account = next(c for c in result.checks if c.name == "acked-writes")
-    acked, read_back = re.match(r"acked writes: (\d+), read back: (\d+)$", account.detail).groups()
-    assert acked == read_back and int(acked) > 30  # every acknowledged write confirmed by some client
+    acked, read_back = re.match(r"acked writes: (\d+), read back: (\d+)", account.detail).groups()
+    # Every acknowledged write confirmed by some client, but the four metric_values records (inf, above).
+    assert int(acked) - int(read_back) == 4 and int(acked) > 30, account.detail
+    assert {line.split(":")[0].split("/")[-1] for line in account.excerpt.splitlines()} == {"metric_values"}
 
 
 GOOD_SCRIPT = """
@@ -375,7 +393,7 @@ def test_users_own_scripts_run_unmodified_as_scenarios(tmp_path: Path) -> None:
         ("rollback", "restore-read", "1.30.1"),
     }
     assert all(c["status"] == "pass" for c in mine), [c["detail"] for c in mine if c["status"] != "pass"]
-    assert next(c for c in mine if c["phase"] == "after" and c["name"] == "read")["detail"] == (
+    assert next(c for c in mine if c["phase"] == "after" and c["name"] == "read")["detail"].startswith(
         "4 records read back exactly as written"
     )
     failing = [c for c in cell["checks"] if c["status"] == "fail"]
@@ -385,7 +403,9 @@ def test_users_own_scripts_run_unmodified_as_scenarios(tmp_path: Path) -> None:
     written = json.loads((run_dir / "cells" / cell["dir"] / "logs" / "before-write-1.30.1.json").read_text())
     runs = written["results"]["script:train.py"]["record"]["runs"]
     assert len(runs) == 2  # the run and its nested child
-    train = next(r for r in runs.values() if r["tags"]["mlflow.runName"] == "train")
-    assert [(p[0], p[2]) for p in train["metrics"]["loss"]] == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
-    assert train["artifacts"]["model/sub/weights.bin"]["size"] == 2560
-    assert train["params"] == {"lr": "0.1", "epochs": "3"} and train["experiment"] == "team-training"
+    train = next(r for r in runs.values() if r["run"]["tags"]["mlflow.runName"] == "train")
+    history = train["run"]["metric_history"]["loss"]
+    assert [(p[0], p[2]["float"]) for p in history] == [(0, "1.0"), (1, "0.5"), (2, repr(1 / 3))]
+    assert train["run"]["info"]["run_name"] == "train" and train["experiment"] == "team-training"
+    assert train["run"]["artifacts"]["model/sub/weights.bin"]["size"] == 2560
+    assert train["run"]["params"] == {"lr": "0.1", "epochs": "3"}

@@ -4,15 +4,12 @@ real release and on a candidate built here from a real release with one behaviou
 from __future__ import annotations
 
 import json
-import subprocess
 import xml.etree.ElementTree as ET
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from harness.envs import EnvCache
-from harness.specs import parse_spec
+from harness import mutants
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.cell
@@ -104,26 +101,12 @@ def test_gate_passes_a_release_whose_only_failures_are_declared(tmp_path: Path) 
 def _candidate_that_changes_params(tmp_path: Path) -> Path:
     """MLflow 2.22.5's own wheels, downloaded from the index, with one change to the server: it stores every
     logged param value with a suffix. An internal build whose behaviour differs from its release."""
-    env = EnvCache().ensure(parse_spec("2.22.5"), tmp_path / "env.log")
-    raw, out = tmp_path / "downloaded", tmp_path / "candidate"
-    out.mkdir()
-    subprocess.run([str(env.interpreter), "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(raw),
-                    "mlflow==2.22.5", "mlflow-skinny==2.22.5"], check=True, timeout=600)  # fmt: skip
-    target = "    param = Param(request_message.key, request_message.value)\n"
-    changed = "    param = Param(request_message.key, request_message.value + '-candidate')\n"
-    for wheel in sorted(raw.glob("*.whl")):
-        with (
-            zipfile.ZipFile(wheel) as src,
-            zipfile.ZipFile(out / wheel.name, "w", zipfile.ZIP_DEFLATED) as dst,
-        ):
-            for item in src.infolist():
-                data = src.read(item)
-                if item.filename == "mlflow/server/handlers.py":
-                    text = data.decode()
-                    assert text.count(target) == 1
-                    data = text.replace(target, changed).encode()
-                dst.writestr(item, data)
-    return out
+    edit = mutants.Edit(
+        "mlflow/server/handlers.py",
+        "    param = Param(request_message.key, request_message.value)\n",
+        "    param = Param(request_message.key, request_message.value + '-candidate')\n",
+    )
+    return mutants.build_candidate("2.22.5", [edit], tmp_path / "candidate")
 
 
 def test_gate_fails_a_candidate_that_behaves_differently(tmp_path: Path) -> None:

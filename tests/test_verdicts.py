@@ -5,11 +5,15 @@ naming the endpoint and status; a killed server is `error` (tests/test_faults.py
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness import mutants
 from harness.clients import call_failure
+from harness.results import Status
+from tests.test_cells import checks, run_one
 
 RETRIES_EXHAUSTED = (
     "MlflowException: API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/set-tag failed with exception "
@@ -49,8 +53,49 @@ def test_no_answer_to_the_last_call_is_the_machines_even_after_earlier_answers()
     assert failure.text.startswith("no answer from the server to POST /api/2.0/mlflow/runs/set-tag (New")
 
 
+def test_the_failing_call_is_the_one_that_went_wrong_not_the_clean_up_after_it() -> None:
+    """A client ends its run (runs/update, 200) after log-inputs got a 404; a handled 404 came earlier."""
+    failure = call_failure(
+        got(
+            "MlflowException: API request to endpoint /api/2.0/mlflow/runs/log-inputs failed with error code 404",  # noqa: E501
+            {"method": "GET", "url": "http://h:1/api/2.0/mlflow/experiments/get-by-name", "status": 404},
+            {"method": "POST", "url": "http://h:1/api/2.0/mlflow/runs/log-inputs", "status": 404},
+            {"method": "POST", "url": "http://h:1/api/2.0/mlflow/runs/update", "status": 200},
+        )
+    )
+    assert failure.answered and "HTTP 404 to POST /api/2.0/mlflow/runs/log-inputs: " in failure.text
+    # The server died after answering: the failing call (named by the client) got no answer.
+    refused = {"method": "POST", "url": SET_TAG, "error": "NewConnectionError: [Errno 111] refused"}
+    died = call_failure(
+        got(
+            RETRIES_EXHAUSTED, {"method": "GET", "url": "http://h:1/api/2.0/mlflow/x", "status": 404}, refused
+        )
+    )
+    assert not died.answered and "no answer from the server to POST /api/2.0/mlflow/runs/set-tag" in died.text
+
+
 def test_a_client_that_raises_on_a_good_answer_or_without_a_call_is_mlflows() -> None:
     after_ok = call_failure(got("KeyError: 'run'", {"method": "GET", "url": SET_TAG, "status": 200}))
     assert after_ok.answered and "after the server answered HTTP 200 to GET" in after_ok.text
     local = call_failure(got("AttributeError: 'MlflowClient' object has no attribute 'x'"))
     assert local.answered and local.text.startswith("the client failed before any HTTP exchange")
+
+
+@pytest.mark.cell
+def test_a_server_answering_500_is_a_failure_naming_the_endpoint_never_an_error(tmp_path: Path) -> None:
+    """A real candidate server (3.17.2's wheels, its get-history handler raising): the clients retry the 500s
+    until they give up with "Max retries exceeded", and every check that met it is `fail`, naming the call
+    and the status. Nothing is blamed on the machine; the baseline server's phase is untouched."""
+    candidate = mutants.candidate_for(mutants.kinds_by_id()["metric-history-500"], "3.17.2")
+    result = run_one(tmp_path, "sqlite", f"2.22.5:{candidate}", scenarios=("metric_history",))
+    assert checks(result, Status.ERROR) == []
+    failed = [c for c in result.checks if c.status is Status.FAIL and c.name != "acked-writes"]
+    assert failed and {c.phase for c in failed} == {"after"}, checks(result, Status.FAIL)
+    assert {c.client for c in failed if c.name == "read"} == {"2.22.5", "3.17.2@wheel-dir"}
+    for check in failed:
+        assert "the server answered HTTP 500 to GET /api/2.0/mlflow/metrics/get-history" in check.detail
+    # The records the candidate's server would not return are named by the acked-writes account, as fails.
+    account = next(c for c in result.checks if c.name == "acked-writes")
+    assert account.status is Status.FAIL and "not confirmed in after (reads: fail)" in account.excerpt
+    before = [c for c in result.checks if c.phase == "before" and c.name in ("write", "read")]
+    assert before and all(c.status is Status.PASS for c in before)
