@@ -40,6 +40,16 @@ def faults(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def mutations(session: nox.Session) -> None:
+    """Broken candidates built from real wheels, each of which the gate must fail (`-- --list`, `--kinds`).
+
+    Ends with one line, `mutations: caught=<n>/<m> control=pass|fail`; exits 0 only if all are caught and the
+    untouched wheels pass."""
+    _install(session)
+    session.run("python", "-m", "harness.mutants", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff on the package, the scenarios and the tests."""
     session.install("ruff>=0.6")
