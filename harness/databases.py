@@ -299,11 +299,20 @@ class _Local:
         if self.prefix:
             shutil.chown(self.dir, "postgres")
         try:
-            code, _ = procs.run(
-                [*self.prefix, *self.init_command(data)], env=dict(os.environ), log=self.log, timeout=120
-            )
-            if code != 0:
-                raise DatabaseError(f"initialising {self.name} failed: {procs.tail(self.log, 5)}")
+            # Initialising is retried once on a fresh data directory: seen failing once in CI under load
+            # (two runs at once, each bootstrapping a MariaDB), its cause lost with the directory.
+            for attempt in (1, 2):
+                code, _ = procs.run(
+                    [*self.prefix, *self.init_command(data)], env=dict(os.environ), log=self.log, timeout=120
+                )
+                if code == 0:
+                    break
+                why = _init_errors(self.log) or procs.tail(self.log, 5)
+                if attempt == 2:
+                    raise DatabaseError(f"initialising {self.name} failed twice (exit code {code}): {why}")
+                with self.log.open("a") as fh:
+                    fh.write(f"\n[mlflow-compat] initialising failed (exit code {code}); once more, afresh\n")
+                shutil.rmtree(data, ignore_errors=True)
             for _ in range(3):
                 port = procs.free_port(HOST)
                 self.proc = procs.spawn(
@@ -407,6 +416,15 @@ class LocalMariaDB(_Local, MySQL):
             "--innodb-flush-log-at-trx-commit=0",
             "--max-connections=300",
         ]
+
+
+def _init_errors(log: Path) -> str:
+    """The lines of an initialisation log that say what went wrong (its tail is often boilerplate)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "; ".join(line.strip() for line in lines if "ERROR" in line or "FATAL" in line)[-1500:]
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> bool:
