@@ -80,9 +80,8 @@ class Check:
     logs: list[str] = field(default_factory=list)  # paths relative to the cell's directory
     excerpt: str | None = None  # the part of a log or traceback that explains a failure
     expected: str | None = None  # the id(s) of the declared incompatibilities this check failed as (xfail)
-    problems: list[Problem] = field(
-        default_factory=list
-    )  # each thing wrong, when there is more than a detail
+    # Each thing wrong inside the check, item by item: what expectations match, one by one.
+    problems: list[Problem] = field(default_factory=list)
     writers: list[dict[str, str]] = field(default_factory=list)  # a read's records were written by these
 
     def to_json(self) -> dict[str, Any]:
