@@ -418,8 +418,7 @@ class Cell:
         with self.fresh_store(role) as store, self.server(phase, env, store, backup=False) as server:
             for client in self.plan.clients:
                 cenv = self.envs[client.label]
-                server_version = MlflowVersion.parse(server.version)
-                runnable = [s for s in self.scenarios if not s.lacks(cenv.version, server_version,
+                runnable = [s for s in self.scenarios if not s.lacks(cenv.version, env.version,
                                                                      self.plan.backend)]  # fmt: skip
                 if not runnable:
                     continue
@@ -534,6 +533,7 @@ class Cell:
         if not readable:
             return
         by_name = {s.name: s for s in readable}
+        server_version = MlflowVersion.parse(server.version)
         records = [w for w in written if w.scenario in by_name]
         plan = {"records": [{"key": w.key, "scenario": by_name[w.scenario].to_plan(), "record": w.record}
                             for w in records]}  # fmt: skip
@@ -559,7 +559,7 @@ class Cell:
                     writer_client=MlflowVersion.parse(w.client.split("@")[0]),
                     writer_server=MlflowVersion.parse(w.server),
                     reader_client=client.version,
-                    reader_server=MlflowVersion.parse(server.version),
+                    reader_server=server_version,
                     backend=self.plan.backend,
                 )
                 absent.update(note.split(" not compared", 1)[0] for note in notes)

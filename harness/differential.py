@@ -82,6 +82,14 @@ def _pair(base: Any, cand: Any, pairs: dict[str, str]) -> None:
                     taken.add(c)
 
 
+def _names(plain: Any) -> dict[str, str]:
+    """Each id in ``plain`` numbered ``<id:N>`` in order of first appearance."""
+    names: dict[str, str] = {}
+    for match in ID.finditer(json.dumps(plain)):
+        names.setdefault(match.group(0), f"<id:{len(names) + 1}>")
+    return names
+
+
 def _numbered(value: Any, names: dict[str, str]) -> Any:
     if isinstance(value, dict):
         return {_numbered(k, names): _numbered(v, names) for k, v in value.items()}
@@ -95,10 +103,7 @@ def _numbered(value: Any, names: dict[str, str]) -> Any:
 def canonical(snapshot: Any, roots: tuple[str, ...] = ()) -> Any:
     """``snapshot`` alone in canonical form: ids numbered in order of first appearance."""
     plain = _plain(snapshot, roots)
-    names: dict[str, str] = {}
-    for match in ID.finditer(json.dumps(plain)):
-        names.setdefault(match.group(0), f"<id:{len(names) + 1}>")
-    return _numbered(plain, names)
+    return _numbered(plain, _names(plain))
 
 
 def compare(baseline: Any, candidate: Any, *, baseline_roots: tuple[str, ...] = (),
@@ -108,9 +113,7 @@ def compare(baseline: Any, candidate: Any, *, baseline_roots: tuple[str, ...] = 
     order of first appearance; each candidate id takes the number of the baseline id it stands in place of
     (one standing where the baseline has none is ``<id:?>``), so an id that points elsewhere shows."""
     base, cand = _plain(baseline, baseline_roots), _plain(candidate, candidate_roots)
-    names: dict[str, str] = {}
-    for match in ID.finditer(json.dumps(base)):
-        names.setdefault(match.group(0), f"<id:{len(names) + 1}>")
+    names = _names(base)
     pairs: dict[str, str] = {}
     _pair(base, cand, pairs)
     theirs = {c: names[b] for b, c in pairs.items() if b in names}
