@@ -45,7 +45,9 @@ def need_engine(runtime: str) -> None:
 
 
 def start_cli(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
-    """The CLI in a session of its own, as a terminal runs it in a foreground process group."""
+    """The CLI in a session of its own, as a terminal runs it in a foreground process group: with SIGINT's
+    default action, whatever this test inherited (a shell without job control starts background commands
+    with SIGINT ignored, and Python then installs no KeyboardInterrupt for it)."""
     out = (tmp_path / "cli.out").open("wb")
     return subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "run", "--results-dir", str(tmp_path / "results"), *args],
@@ -53,6 +55,7 @@ def start_cli(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
