@@ -37,8 +37,8 @@ from pathlib import Path
 
 from harness import owner, procs
 from harness.backends import new_store
-from harness.clients import LAUNCH_ENV
 from harness.envs import EnvCache
+from harness.rundir import RunDir
 from harness.runtime.local import LocalRuntime
 from harness.specs import Spec, parse_path
 
@@ -155,7 +155,7 @@ def run_matrix(args: argparse.Namespace, results: Path) -> tuple[float, dict, in
     out, _ = proc.communicate()
     peak = sampler.stop()
     wall = time.monotonic() - started
-    data = json.loads(((results / "latest").resolve() / "results.json").read_text())
+    data = json.loads(RunDir((results / "latest").resolve()).results.read_text())
     if proc.returncode not in (0, 1):
         raise SystemExit(f"bench: the matrix run failed (exit {proc.returncode}):\n{out[-3000:]}")
     return wall, data, peak
@@ -174,11 +174,12 @@ def naive_cell(path: tuple[Spec, ...], backend: str, args: argparse.Namespace, w
         env_seconds[spec.label] = time.monotonic() - started
     results = work / "naive-results"
     cmd = [sys.executable, "-m", "harness.cli", "run", "--runtime", "local", "--results-dir", str(results),
-           "-n", "1", "--backend", backend, "--path", ":".join(s.label for s in path)]  # fmt: skip
+           "-n", "1", "--backend", backend, "--path", ":".join(s.label for s in path),
+           "--client-launch", "spawn"]  # fmt: skip
     if args.scenarios:
         cmd += ["--scenarios", args.scenarios]
     started = time.monotonic()
-    subprocess.run(cmd, capture_output=True, check=False, env={**os.environ, LAUNCH_ENV: "spawn"})
+    subprocess.run(cmd, capture_output=True, check=False)
     cell_seconds = time.monotonic() - started
     return {"env_seconds": env_seconds, "cell_seconds": cell_seconds,
             "total": sum(env_seconds.values()) + cell_seconds}  # fmt: skip
@@ -285,7 +286,7 @@ def measure(args: argparse.Namespace, run_id: str, out_dir: Path, work: Path) ->
         )
     (out_dir / f"{run_id}.json").write_text(json.dumps(record, indent=2))
     shutil.copy(
-        ((work / "matrix-results" / "latest").resolve() / "results.json"), out_dir / f"{run_id}-matrix.json"
+        RunDir((work / "matrix-results" / "latest").resolve()).results, out_dir / f"{run_id}-matrix.json"
     )
     speed = f"{naive_speedup:.1f}x" if naive_speedup is not None else "n/a"
     print(

@@ -34,7 +34,7 @@ DRIVER = SCENARIOS_DIR / "driver.py"
 FORKSERVER = SCENARIOS_DIR / "forkserver.py"
 # "fork" (default): each step is a fresh process forked from a per-version interpreter that imported mlflow
 # once (scenarios/forkserver.py); "spawn": each step starts its own interpreter and imports mlflow itself.
-LAUNCH_ENV = "MLFLOW_COMPAT_CLIENT_LAUNCH"
+# The run's choice reaches a cell through its CellContext (`--client-launch`, harness.options).
 LAUNCHES = ("fork", "spawn")
 FORKSERVER_READY_S = 120.0
 
@@ -223,13 +223,6 @@ def close_forkservers() -> None:
         _forkservers.clear()
 
 
-def launch_mode() -> str:
-    mode = os.environ.get(LAUNCH_ENV) or "fork"
-    if mode not in LAUNCHES:
-        raise ValueError(f"{LAUNCH_ENV}={mode!r}: expected one of {', '.join(LAUNCHES)}")
-    return mode
-
-
 def run_driver(
     env: Env,
     step: str,
@@ -240,17 +233,21 @@ def run_driver(
     log: Path,
     workdir: Path,
     timeout: float | None = None,
+    launch: str = "fork",
 ) -> StepOutcome:
     """One client process (scenarios/driver.py) that runs ``step`` (write or read) for every scenario in
-    ``plan``. ``data["results"]`` holds each scenario's own outcome; a process that wrote no result at all
-    is an infrastructure error (it never got to talk to MLflow properly)."""
+    ``plan``, forked from the version's fork server or spawned (``launch``, one of LAUNCHES).
+    ``data["results"]`` holds each scenario's own outcome; a process that wrote no result at all is an
+    infrastructure error (it never got to talk to MLflow properly)."""
+    if launch not in LAUNCHES:
+        raise ValueError(f"launch={launch!r}: expected one of {', '.join(LAUNCHES)}")
     workdir.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
     plan_file = out.with_name(out.stem + "-plan.json")
     plan_file.write_text(json.dumps(plan, indent=2))
     timeout = timeout or float(os.environ.get(CLIENT_TIMEOUT_ENV) or CLIENT_TIMEOUT_S)
     argv = [step, "--plan", str(plan_file), "--out", str(out)]
-    if launch_mode() == "fork":
+    if launch == "fork":
         try:
             code, seconds = forkserver(env).run(
                 argv, env={"MLFLOW_TRACKING_URI": tracking_uri}, cwd=workdir, log=log, timeout=timeout

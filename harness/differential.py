@@ -15,8 +15,9 @@ what they generate at random or by the clock, so before comparing both sides are
              what the client sent by the read-back, generated ones to the write window (scenarios/common.py)
   run names  generated names (``adjective-animal-123``) on both sides: ``<generated-name>``
 
-Everything else must be identical. What lives here: the canonical form and the comparison, pure. What does
-not: running the two passes (harness/cell.py), declaring an intended change (``[[change]]`` in the
+Everything else must be identical. What lives here: the canonical form and the comparison, pure, and how
+one client's two answers to one scenario become a `differential` check. What does not: running the two
+passes (harness/cell.py, harness/clientsteps.py), declaring an intended change (``[[change]]`` in the
 expectations, harness/expectations.py).
 """
 
@@ -26,6 +27,7 @@ import json
 import re
 from typing import Any
 
+from harness.results import Check, Problem, Status
 from harness.verify import diff
 
 ID = re.compile(r"\b(?:[0-9a-f]{32}|\d{15,20})\b")
@@ -33,6 +35,9 @@ EPOCH_MS = (10**12, 10**13)  # 2001-09-09 .. 2286-11-20
 GENERATED_NAME = re.compile(r"^[a-z]+-[a-z]+-\d{1,4}$")
 MASKED_KEYS = ("window",)  # the write step's own wall-clock window
 BY_ID = "<by-id>"  # a map keyed by generated ids, turned into a list sorted by content
+
+# What a client got back in one side's pass: the observed record, or why there is none.
+Outcome = dict[str, Any] | Problem
 
 
 def _roots(text: str, roots: tuple[str, ...]) -> str:
@@ -127,3 +132,34 @@ def _phrase(difference: str) -> str:
     if not sep:
         return f"{where}: the candidate differs from the baseline: {rest}"
     return f"{where}: the candidate returns {observed} where the baseline returned {expected}"
+
+
+def compare_answers(check: Check, base: Outcome, cand: Outcome, base_root: str, cand_root: str) -> None:
+    """One client's view of one scenario through the baseline and through the candidate, judged into
+    ``check``: different answers fail, one per difference; both failing alike is the same answer; no answer on
+    one side leaves nothing to compare (an error, nobody to blame but the machine)."""
+    if isinstance(base, dict) and isinstance(cand, dict):
+        differences = compare(base, cand, baseline_roots=(base_root,), candidate_roots=(cand_root,))
+        check.fail_each(differences)
+        if differences:
+            check.detail = f"{len(differences)} difference(s): " + "; ".join(differences[:2])
+        return
+    lost = [o for o in (base, cand) if isinstance(o, Problem) and o.status is Status.ERROR]
+    if lost:  # no answer on one side: nothing to compare, and nobody to blame but the machine
+        check.problems.append(Problem(f"not compared: {lost[0].text}", Status.ERROR))
+        check.settle()
+        check.detail = check.problems[0].text
+        return
+    if isinstance(base, Problem) and isinstance(cand, Problem):
+        # "the server answered HTTP 404 to POST /api/...": the same answer to the same call is alike.
+        if base.text.split(": ", 1)[0] == cand.text.split(": ", 1)[0]:
+            check.detail = f"both servers failed alike: {cand.text}"
+            return
+        text = f"the candidate failed otherwise than the baseline: {cand.text} (the baseline: {base.text})"
+    elif isinstance(cand, Problem):
+        text = f"the candidate failed where the baseline answered: {cand.text}"
+    else:
+        assert isinstance(base, Problem)
+        text = f"the candidate answered where the baseline failed: {base.text}"
+    check.fail_each([text])
+    check.detail = text

@@ -8,7 +8,9 @@ installed in the build with no network (air-gapped CI works the same). The env's
 requires (pip, wheel, setuptools from `uv venv --seed`) stay out: they need not agree with the rest (wheel
 0.48 needs packaging>=24 beside mlflow 1.30.1's packaging<22), and the image's `pip install` checks that
 the whole set does. With no registry at all, `bootstrap` makes a
-Debian base with debootstrap + `docker import`, and database images from Debian's packages.
+Debian base with debootstrap + `docker import`, and database images from Debian's packages. Which database
+image a backend wants (its default, its bootstrap recipe) is the backend's (harness.backends); choosing
+it for a run is harness.runtime.docker's.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +40,6 @@ from harness.paths import cache_root
 
 BASE = "mlflow-compat/debian:bookworm"
 PYTHON = "mlflow-compat/python:3.11"  # Debian bookworm's python3 is 3.11
-DB_IMAGES = {"postgres": "mlflow-compat/postgres:15", "mysql": "mlflow-compat/mariadb:10.11"}
-DEFAULT_DB_IMAGES = {"postgres": "postgres:17", "mysql": "mysql:8.4"}
 LABEL = "mlflow-compat"
 
 
@@ -150,10 +151,11 @@ def bootstrap_python() -> str:
     return build(f"{PYTHON}-{_digest(dockerfile)}", dockerfile)
 
 
-def bootstrap_database(backend: str) -> str:
-    template = {"postgres": "postgres", "mysql": "mariadb"}[backend]
+def bootstrap_database(tag: str, template: str) -> str:
+    """A database image from Debian's packages: ``template`` rendered on the bootstrapped base, tagged
+    ``tag`` plus the recipe's digest (each backend names both: harness.backends)."""
     dockerfile = _render(template, base=bootstrap_base())
-    return build(f"{DB_IMAGES[backend]}-{_digest(dockerfile)}", dockerfile)
+    return build(f"{tag}-{_digest(dockerfile)}", dockerfile)
 
 
 # -- choosing what runs ------------------------------------------------------------------------------
@@ -163,16 +165,14 @@ class Choice:
     note: str  # what the report says about why this image ran
 
 
-def database_image(backend: str, requested: str | None) -> Choice:
-    """The requested (or default official) image when it can be had; else the bootstrapped one."""
-    wanted = requested or DEFAULT_DB_IMAGES[backend]
+def database_image(requested: str | None, default: str, bootstrap: Callable[[], str]) -> Choice:
+    """The requested (or ``default`` official) image when it can be had; else ``bootstrap()``'s."""
+    wanted = requested or default
     if available(wanted):
         return Choice(wanted, "requested" if requested else "default")
     if requested:
         raise ImageError(f"image {requested} is neither present nor pullable")
-    return Choice(
-        bootstrap_database(backend), f"{wanted} could not be found or pulled; bootstrapped from Debian"
-    )
+    return Choice(bootstrap(), f"{wanted} could not be found or pulled; bootstrapped from Debian")
 
 
 def python_base(python_minor: str, requested: str | None) -> Choice:

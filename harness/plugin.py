@@ -3,6 +3,11 @@
 So `-k`, pytest-xdist's `-n` and JUnit XML come for free. A cell runs in its item's setup; the verdict
 maps onto pytest's outcomes: pass -> passed, fail and xpass (a stale declaration) -> failed, error
 (infrastructure) -> error (JUnit <error>, never <failure>), skip -> skipped, xfail -> xfailed.
+
+Its one option is `--compat-run-dir`. Everything else a worker needs comes from the run directory: the
+plan (the items) and run.json (harness.config.RunConfig, read once per worker), whose published services
+the worker attaches to (harness.runtime.attach_run: starts nothing). What does not live here: the options
+and the run's steps (harness.options, harness.run), what a cell does (harness.cell).
 """
 
 from __future__ import annotations
@@ -16,17 +21,18 @@ from typing import Any
 import pytest
 
 from harness import expectations, procs
+from harness.backends import DATABASE_BACKENDS
 from harness.cell import CellContext, run_cell
 from harness.clients import close_forkservers
-from harness.databases import URL_ENV, DatabaseServer, connect, parse_admin_url
+from harness.config import RunConfig
+from harness.databases import DatabaseServer
 from harness.envs import EnvCache
+from harness.expectations import Expectation
 from harness.plan import CellPlan
 from harness.results import CellResult, Status
-from harness.runtime import get_runtime
+from harness.rundir import PLAN_FILE, RunDir
+from harness.runtime import DatabaseUnavailable, RunScope, attach_run
 from harness.runtime.docker import LABEL_CELL, LABEL_RUN
-
-PLAN_FILE = "cells.compat.json"
-SELECTED_FILE = "selected.json"
 
 
 class CellFailed(Exception):
@@ -40,31 +46,62 @@ class CellInfrastructureError(Exception):
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mlflow-compat")
     group.addoption("--compat-run-dir", help="the run's results directory")
-    group.addoption("--compat-keep-stores", action="store_true", help="keep each cell's store after the run")
-    group.addoption("--compat-expectations", help="declared incompatibilities (default: the shipped file)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     procs.install_cleanup()
 
 
-def run_databases(config: pytest.Config) -> dict[str, DatabaseServer]:
-    """Handles on the run's database servers, published by the controller as URLs in the environment."""
-    cached: dict[str, DatabaseServer] | None = getattr(config, "_compat_databases", None)
-    if cached is None:
-        cached = {
-            b: connect(b, parse_admin_url(b, os.environ[var]))
-            for b, var in URL_ENV.items()
-            if os.environ.get(var)
-        }
-        config._compat_databases = cached  # type: ignore[attr-defined]
-    return cached
+class Worker:
+    """What a pytest worker shares between its cells: the run's configuration and its services (attached
+    on the first cell, so a collect-only pass, which has no run.json yet, attaches to nothing)."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        self.run_dir = run_dir
+        path = run_dir.config
+        self.config = RunConfig.read(path) if path.is_file() else RunConfig(run_id=run_dir.run_id)
+        self.scope: RunScope = attach_run(self.config)
+        declared = self.config.expectations
+        self.expectations: tuple[Expectation, ...] = expectations.load(Path(declared) if declared else None)
+        self.databases: dict[str, DatabaseServer] = {}
+        self.unavailable: dict[str, str] = {}
+        for backend in DATABASE_BACKENDS:
+            try:
+                self.databases[backend] = self.scope.database(backend)
+            except DatabaseUnavailable as exc:
+                self.unavailable[backend] = str(exc)
+
+    def context(self, plan: CellPlan) -> CellContext:
+        return CellContext(
+            cell_dir=self.run_dir.cell(plan.slug).path,
+            runtime=self.scope.cell_runtime({LABEL_RUN: self.run_dir.run_id, LABEL_CELL: plan.slug}),
+            envs=EnvCache(),
+            keep_store=self.config.keep_stores,
+            databases=self.databases,
+            unavailable=self.unavailable,
+            run_id=self.run_dir.run_id,
+            expectations=self.expectations,
+            client_launch=self.config.client_launch,
+        )
+
+    def close(self) -> None:
+        self.scope.close()
+
+
+def worker(config: pytest.Config) -> Worker:
+    found: Worker | None = getattr(config, "_compat_worker", None)
+    if found is None:
+        given = config.getoption("--compat-run-dir")
+        found = Worker(RunDir(Path(given or tempfile.mkdtemp(prefix="mlflow-compat-"))))
+        config._compat_worker = found  # type: ignore[attr-defined]
+    return found
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     close_forkservers()
-    for server in getattr(config, "_compat_databases", {}).values():
-        server.dispose()
+    found: Worker | None = getattr(config, "_compat_worker", None)
+    if found is not None:
+        found.close()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -75,9 +112,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Record which cells survived `-k` (every xdist worker writes the same list; the write is atomic)."""
-    run_dir = session.config.getoption("--compat-run-dir")
-    if run_dir:
-        target = Path(run_dir) / SELECTED_FILE
+    given = session.config.getoption("--compat-run-dir")
+    if given:
+        target = RunDir(Path(given)).selected
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps([item.name for item in session.items]))
         tmp.replace(target)
@@ -97,20 +134,7 @@ class CellItem(pytest.Item):
         self.result: CellResult | None = None
 
     def setup(self) -> None:
-        run_dir = Path(self.config.getoption("--compat-run-dir") or tempfile.mkdtemp(prefix="mlflow-compat-"))
-        declared = self.config.getoption("--compat-expectations")
-        ctx = CellContext(
-            cell_dir=run_dir / "cells" / self.plan.slug,
-            runtime=get_runtime(
-                self.plan.runtime, labels={LABEL_RUN: run_dir.name, LABEL_CELL: self.plan.slug}
-            ),
-            envs=EnvCache(),
-            keep_store=bool(self.config.getoption("--compat-keep-stores")),
-            databases=run_databases(self.config),
-            run_id=run_dir.name,
-            expectations=expectations.load(Path(declared) if declared else None),
-        )
-        self.result = run_cell(self.plan, ctx)
+        self.result = run_cell(self.plan, worker(self.config).context(self.plan))
         if self.result.status is Status.ERROR:
             raise CellInfrastructureError(self.result.summary)
         if self.result.status is Status.SKIP:
@@ -137,17 +161,9 @@ def describe_failures(result: CellResult) -> str:
     lines = [f"{result.id}: {result.status.value} — {result.summary}"]
     for check in result.checks:
         if check.status in (Status.FAIL, Status.ERROR, Status.XPASS):
-            who = " ".join(
-                x
-                for x in (
-                    f"scenario={check.scenario}" if check.scenario else "",
-                    f"client={check.client}" if check.client else "",
-                    f"server={check.server}" if check.server else "",
-                )
-                if x
-            )
-            lines.append(f"  [{check.status.value}] {check.phase}/{check.name} {who}: {check.detail}")
-            lines += [f"      log: cells/{result.dir}/{log}" for log in check.logs]
+            lines.append(f"  [{check.status.value}] {check.label()}: {check.detail}")
+            cell_dir = RunDir(Path()).cell(result.dir).path  # relative to the run directory
+            lines += [f"      log: {cell_dir / log}" for log in check.logs]
             if check.excerpt:
                 lines += ["      | " + line for line in check.excerpt.splitlines()[-15:]]
     return "\n".join(lines)

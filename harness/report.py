@@ -1,4 +1,10 @@
-"""Results on disk: results.json (the record), report.md (for people and CI job summaries)."""
+"""Results on disk: results.json (the record), report.md (for people and CI job summaries), report.html.
+
+What lives here: gathering the cells' verdicts of a run into a RunResult (`collect`), reading one back
+(`load_run`), and rendering and writing the reports (`write_reports`), at the places harness.rundir.RunDir
+names. What does not: what a verdict is (harness.results), comparing and merging runs (harness.compare),
+the run's steps (harness.run).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,16 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from packaging.version import InvalidVersion, Version
 
+from harness.backends import backend_order
 from harness.compare import Changes, compare
 from harness.plan import CellPlan
 from harness.results import CellResult, Check, RunResult, Status, worst
+from harness.rundir import RunDir
 
 SYMBOL = {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error", "skip": "⏭️ skip", "xfail": "☑️ xfail",
           "xpass": "❗ xpass"}  # fmt: skip
@@ -22,7 +29,7 @@ DIRECTIONS = ("old client → new server", "new client → old server", "store a
 
 
 def collect(
-    run_dir: Path,
+    run_dir: RunDir,
     cells: list[CellPlan],
     *,
     started: str,
@@ -33,13 +40,13 @@ def collect(
     """Gather every planned cell's cell.json; a planned cell without one is listed as not run."""
     results, not_run = [], []
     for plan in cells:
-        path = run_dir / "cells" / plan.slug / "cell.json"
+        path = run_dir.cell(plan.slug).json
         if path.exists():
             results.append(CellResult.read(path))
         else:
             not_run.append(plan.id)
     return RunResult(
-        run_id=run_dir.name,
+        run_id=run_dir.run_id,
         started=started,
         ended=datetime.now(UTC).isoformat(timespec="seconds"),
         harness_version=harness_version,
@@ -50,8 +57,8 @@ def collect(
     )
 
 
-def load_run(run_dir: Path) -> RunResult:
-    data = json.loads((run_dir / "results.json").read_text())
+def load_run(run_dir: RunDir) -> RunResult:
+    data = json.loads(run_dir.results.read_text())
     return RunResult(
         run_id=data["run_id"],
         started=data["started"],
@@ -67,7 +74,7 @@ def load_run(run_dir: Path) -> RunResult:
 
 def _grid(run: RunResult) -> tuple[list[str], list[tuple[str, dict[str, str]]]]:
     """Rows: upgrade paths (with clients when not the default); columns: backends."""
-    backends = sorted({c.backend for c in run.cells}, key=["file", "sqlite", "postgres", "mysql"].index)
+    backends = sorted({c.backend for c in run.cells}, key=backend_order().index)
     rows: dict[str, dict[str, str]] = defaultdict(dict)
     for cell in run.cells:
         row = cell.id.split(":", 1)[1]
@@ -190,9 +197,9 @@ def _wall_seconds(run: RunResult) -> float:
         return 0.0
 
 
-def write_reports(run: RunResult, run_dir: Path, previous: RunResult | None = None) -> None:
+def write_reports(run: RunResult, run_dir: RunDir, previous: RunResult | None = None) -> None:
     """results.json, report.md and report.html; with ``previous``, both reports list what changed."""
     changes = compare(previous, run) if previous is not None else None
-    (run_dir / "results.json").write_text(json.dumps(run.to_json(), indent=2))
-    (run_dir / "report.md").write_text(render_markdown(run, changes))
-    (run_dir / "report.html").write_text(render_html(run, changes))
+    run_dir.results.write_text(json.dumps(run.to_json(), indent=2))
+    run_dir.report_md.write_text(render_markdown(run, changes))
+    run_dir.report_html.write_text(render_html(run, changes))

@@ -92,6 +92,22 @@ class Check:
         problems = [Problem.from_json(p) for p in data.get("problems", ())]
         return cls(**{**data, "status": Status(data["status"]), "problems": problems})
 
+    def who(self) -> str:
+        """Whose step this is, the parts present: "SCENARIO client C server S" (e.g. "quickstart client 2.22.5
+        server 3.17.2"; "server 3.17.2" for a server start; "" for a cell-wide check). The one formatter of a
+        check's who, for reports and messages."""
+        parts = (
+            self.scenario,
+            self.client and f"client {self.client}",
+            self.server and f"server {self.server}",
+        )
+        return " ".join(p for p in parts if p)
+
+    def label(self) -> str:
+        """How every report and message names a check: "PHASE/NAME" and its who ("after/read quickstart
+        client 2.22.5 server 3.17.2")."""
+        return " ".join(p for p in (f"{self.phase}/{self.name}", self.who()) if p)
+
     def fail_each(self, texts: list[str]) -> None:
         """Fail with one problem per text (each declared, or not, on its own), all in the excerpt."""
         if not texts:

@@ -1,21 +1,26 @@
 """How an MLflow tracking server of a given version is launched, waited for and classified.
 
-Runtimes (local processes, Docker) share this: the command line comes from the version's facts,
-and a server that does not come up is classified, so that a schema refusal (MLflow's behaviour) is
-never confused with a taken port or a slow machine (infrastructure).
+Runtimes (local processes, Docker) share this: the command line comes from the version's facts, the
+wait for /health and the retry on a taken port are the same for both (`wait_serving`,
+`start_with_port_retries`), and a server that does not come up is classified, so that a schema refusal
+(MLflow's behaviour) is never confused with a taken port or a slow machine (infrastructure). How a
+server process or container is started is the runtime's (harness.runtime); how to wait, harness.waiting.
 """
 
 from __future__ import annotations
 
 import re
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
+from typing import Protocol, TypeVar
 
+from harness import procs
 from harness.versions import MlflowVersion
+from harness.waiting import HttpHealth, NotReady, start_with_retries
+
+T = TypeVar("T")
 
 HEALTH_TIMEOUT_S = 240.0
 
@@ -83,18 +88,41 @@ def launch(
     return Launch(args=args, env=env, artifact_mode=mode)
 
 
-def wait_healthy(url: str, *, exited: Callable[[], bool], timeout: float = HEALTH_TIMEOUT_S) -> float:
-    """Poll ``url``/health until it answers 200; returns the seconds waited.
-    Raises ServerStartError(TIMEOUT) on timeout; returns early when ``exited()`` (the caller classifies)."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if exited():
-            return time.monotonic() - started
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return time.monotonic() - started
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            pass
-        time.sleep(0.2)
-    raise ServerStartError(StartFailure.TIMEOUT, f"no answer on {url}/health within {timeout:.0f}s")
+class Serving(Protocol):
+    """A server being started, as a runtime hands it over (harness.runtime.RunningServer is one)."""
+
+    url: str
+    version: str
+    log: Path
+
+    def alive(self) -> bool: ...
+
+    def stop(self) -> int | None: ...
+
+
+def wait_serving(server: Serving, offset: int, timeout: float = HEALTH_TIMEOUT_S) -> float:
+    """Return once ``server`` answers /health and is still alive (the seconds waited); else stop it and raise
+    ServerStartError, classified: TIMEOUT when it never answered, or why it exited (before or right after
+    answering) from what its log says after ``offset``."""
+    health = HttpHealth(server.url).with_startup_timeout(timeout).with_poll_interval(0.2)
+    waited = 0.0
+    try:
+        waited = health.wait_until_ready(server)
+    except NotReady as exc:
+        if not exc.exited:
+            server.stop()
+            raise ServerStartError(StartFailure.TIMEOUT, str(exc)) from exc
+    if not server.alive():
+        code = server.stop()
+        text = server.log.read_bytes()[offset:].decode(errors="replace")
+        kind, line = classify_exit(text)
+        raise ServerStartError(kind, f"server {server.version} exited with code {code}: {line}",
+                               excerpt=procs.tail_text(text))  # fmt: skip
+    return waited
+
+
+def start_with_port_retries(start: Callable[[int], T]) -> T:
+    """``start(port)`` on a free port, again on another one while the port turns out taken."""
+    return start_with_retries(
+        start, retry_if=lambda exc: isinstance(exc, ServerStartError) and exc.kind is StartFailure.PORT_TAKEN
+    )

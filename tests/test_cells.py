@@ -409,3 +409,21 @@ def test_users_own_scripts_run_unmodified_as_scenarios(tmp_path: Path) -> None:
     assert train["run"]["info"]["run_name"] == "train" and train["experiment"] == "team-training"
     assert train["run"]["artifacts"]["model/sub/weights.bin"]["size"] == 2560
     assert train["run"]["params"] == {"lr": "0.1", "epochs": "3"}
+
+
+def test_a_sql_backend_without_a_server_ends_the_cell_saying_why(tmp_path: Path) -> None:
+    """The run could not provide a database server: the cell's store step is an `error` with the run's
+    reason (CellContext.unavailable, from run.json), and nothing else is started."""
+    specs = parse_path("2.22.5:3.17.2")
+    plan = CellPlan("postgres", specs, default_clients(specs), scenarios=("quickstart",))
+    why = "the local server did not start: initdb failed"
+    ctx = CellContext(cell_dir=tmp_path / plan.slug, runtime=get_runtime("local"), envs=EnvCache(),
+                      work_root=tmp_path, run_id=tmp_path.name, unavailable={"postgres": why})  # fmt: skip
+    result = run_cell(plan, ctx)
+    assert result.status is Status.ERROR
+    assert [(c.name, c.status) for c in result.checks if c.name != "env"] == [("store", Status.ERROR)]
+    assert result.checks[-1].detail == f"no postgres server for this run: {why}"
+    assert (
+        CellResult.read(tmp_path / plan.slug / "cell.json").summary
+        == f"env store: {result.checks[-1].detail}"
+    )

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from harness import clients
 from harness.clients import forkserver, run_driver
 from harness.envs import Env, EnvCache
 from harness.specs import parse_spec
@@ -55,13 +54,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
     return EnvCache().ensure(parse_spec("1.30.1"), tmp_path_factory.mktemp("env") / "env.log")
 
 
-def step(env: Env, tmp_path: Path, name: str, script: str, uri: str, timeout: float | None = None):
+def step(env: Env, tmp_path: Path, name: str, script: str, uri: str, timeout: float | None = None,
+         launch: str = "fork"):  # fmt: skip
     path = tmp_path / f"{name}.py"
     path.write_text(script)
     plan = {"scenarios": [{"name": name, "path": str(path), "options": {}}], "tags": {}}
     return run_driver(env, "write", plan, tracking_uri=uri, out=tmp_path / f"{name}-{uri[-1]}.json",
                       log=tmp_path / f"{name}-{uri[-1]}.log", workdir=tmp_path / "scratch",
-                      timeout=timeout)  # fmt: skip
+                      timeout=timeout, launch=launch)  # fmt: skip
 
 
 def alive(pid: int, grace: float = 5.0) -> bool:
@@ -128,18 +128,14 @@ def test_a_dead_fork_server_is_replaced_and_one_dying_mid_step_is_an_error(env: 
     assert not alive(int((tmp_path / "scratch" / "sleeper.pid").read_text())), "the orphaned step is killed"
 
 
-def test_spawn_runs_the_same_step_in_its_own_interpreter(
-    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(clients.LAUNCH_ENV, "spawn")
-    outcome = step(env, tmp_path, "meddle", MEDDLE, "http://127.0.0.1:1/a")
+def test_spawn_runs_the_same_step_in_its_own_interpreter(env: Env, tmp_path: Path) -> None:
+    outcome = step(env, tmp_path, "meddle", MEDDLE, "http://127.0.0.1:1/a", launch="spawn")
     assert outcome.ok, outcome.error
     assert outcome.data["ppid"] == os.getpid(), "started by the harness itself, not a fork server"
     assert outcome.data["results"]["meddle"]["record"] == {"uri": "http://127.0.0.1:1/a", "env": None,
                                                            "global": None}  # fmt: skip
-    monkeypatch.setenv(clients.LAUNCH_ENV, "thread")
-    with pytest.raises(ValueError, match="MLFLOW_COMPAT_CLIENT_LAUNCH='thread'"):
-        step(env, tmp_path, "meddle", MEDDLE, "http://127.0.0.1:1/b")
+    with pytest.raises(ValueError, match="launch='thread': expected one of fork, spawn"):
+        step(env, tmp_path, "meddle", MEDDLE, "http://127.0.0.1:1/b", launch="thread")
 
 
 def test_when_the_harness_dies_its_fork_server_and_running_step_go_too(env: Env, tmp_path: Path) -> None:

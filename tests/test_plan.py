@@ -60,7 +60,7 @@ def test_discovery_keeps_newest_patches_and_major_firsts_and_says_what_it_left_o
 
 
 def test_shards_split_cells_deterministically_and_completely() -> None:
-    from harness.cli import take_shard
+    from harness.run import take_shard
 
     cells = plan_cells(["file", "sqlite", "postgres"], default_paths(), None, "local")
     shards = [take_shard(list(reversed(cells)), (i, 4)) for i in range(1, 5)]

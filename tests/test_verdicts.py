@@ -12,7 +12,12 @@ import pytest
 
 from harness import mutants
 from harness.clients import call_failure
-from harness.results import Status
+from harness.ledger import Ledger
+from harness.results import CellResult, Check, Status
+from harness.scenarios import resolve
+from harness.specs import parse_path
+from harness.verify import Written
+from harness.versions import MlflowVersion
 from tests.test_cells import checks, run_one
 
 RETRIES_EXHAUSTED = (
@@ -99,3 +104,59 @@ def test_a_server_answering_500_is_a_failure_naming_the_endpoint_never_an_error(
     assert account.status is Status.FAIL and "not confirmed in after (reads: fail)" in account.excerpt
     before = [c for c in result.checks if c.phase == "before" and c.name in ("write", "read")]
     assert before and all(c.status is Status.PASS for c in before)
+
+
+def test_a_checks_who_names_the_parts_present() -> None:
+    check = Check("read", "after", Status.PASS, client="2.22.5", server="3.17.2", scenario="quickstart")
+    assert check.who() == "quickstart client 2.22.5 server 3.17.2"
+    assert Check("server-start", "after", Status.PASS, server="3.17.2").who() == "server 3.17.2"
+    assert Check("acked-writes", "cell", Status.PASS).who() == ""
+
+
+def _ledger() -> tuple[Ledger, CellResult, list[Written]]:
+    specs = parse_path("2.22.5:3.17.2")
+    ledger = Ledger(resolve(("quickstart",)), specs[0], list(specs), "sqlite")
+    for phase, version in (("before", "2.22.5"), ("after", "3.17.2"), ("rollback", "2.22.5")):
+        ledger.serving(phase, MlflowVersion.parse(version))
+    writes = [Written(f"{phase}/2.22.5/quickstart", "quickstart", f"client 2.22.5 -> server {server}",
+                      phase, {}, client="2.22.5", server=server)
+              for phase, server in (("before", "2.22.5"), ("after", "3.17.2"))]  # fmt: skip
+    for w in writes:
+        ledger.acknowledged(w)
+    result = CellResult("c", "sqlite", "local", ["2.22.5", "3.17.2"], ["2.22.5", "3.17.2"])
+    return ledger, result, writes
+
+
+def test_the_ledger_accounts_for_every_acked_write_in_every_later_phase() -> None:
+    ledger, result, (before, after) = _ledger()
+    for phase in ("before", "after", "rollback"):
+        ledger.confirm(before.key, phase)
+    ledger.confirm(after.key, "after")  # written after the upgrade: the restore rightly lost it
+    account = ledger.account(result)
+    assert account is not None and account.check.detail == "acked writes: 2, read back: 2"
+    Ledger.settle(account, result, completed=True)
+    assert account.check.status is Status.PASS
+
+
+def test_the_ledger_names_writes_never_read_back_and_reads_that_did_not_confirm() -> None:
+    """A write no read tried is lost (fail; error when the cell ended early); a write reads tried and did not
+    confirm takes the worst status of those reads."""
+    ledger, result, (before, after) = _ledger()
+    ledger.confirm(before.key, "before")
+    ledger.reading(before.key, "after").append(Check("read", "after", Status.ERROR))
+    ledger.reading(before.key, "after").append(Check("read", "after", Status.FAIL))
+    ledger.confirm(before.key, "rollback")
+    account = ledger.account(result)
+    assert account is not None
+    assert account.lost == [f"{after.key}: never read back in after"]
+    assert account.unconfirmed == [f"{before.key}: not confirmed in after (reads: error, fail)"]
+    assert account.check.detail.startswith("acked writes: 2, read back: 0; missing: ")
+    Ledger.settle(account, result, completed=True)
+    assert account.check.status is Status.FAIL and result.status is Status.FAIL
+
+    ledger, result, (before, after) = _ledger()
+    for phase in ("before", "after", "rollback"):
+        ledger.confirm(before.key, phase)
+    account = ledger.account(result)
+    Ledger.settle(account, result, completed=False)  # never read because the cell ended early: not lost
+    assert account is not None and account.check.status is Status.ERROR

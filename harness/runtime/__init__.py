@@ -1,46 +1,37 @@
-"""Where servers run. A runtime implements two things: start a tracking server on a store, and run an
-`mlflow` command (db upgrade) against a store. Clients always run from local venvs."""
+"""Where servers run, for a cell and for a whole run.
+
+A runtime implements two things: start a tracking server on a store, and run an `mlflow` command (db
+upgrade) against a store; clients always run from local venvs. `local` runs `mlflow server` processes
+(runtime/local.py), `docker` runs each server as a container of its version's image (runtime/docker.py).
+Each runtime also owns its run-level scope (`LocalScope`, `DockerScope`): what lives for a whole run (its
+database servers, a Docker network), opened by the controller (`open_run`) or attached to by a pytest
+worker from run.json (`attach_run`). This module only picks between them; the protocols and the database
+part both scopes share are in runtime/_base.py. Nothing here reads the environment: settings arrive in a
+`RunConfig` (harness.config).
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Collection, Mapping
 
-from harness.backends import Store
-from harness.envs import Env
+from harness.config import RunConfig
+from harness.runtime._base import DatabaseUnavailable, RunningServer, RunScope, Runtime
 
+RUNTIMES = ("local", "docker", "auto")  # auto: docker when an engine answers, else local
 
-class RunningServer(Protocol):
-    url: str
-    version: str
-    artifact_mode: str
-    log: Path
-
-    def alive(self) -> bool: ...
-
-    def stop(self) -> int | None: ...
+__all__ = ["RUNTIMES", "DatabaseUnavailable", "RunScope", "RunningServer", "Runtime", "attach_run",
+           "get_runtime", "open_run"]  # fmt: skip
 
 
-class Runtime(Protocol):
-    name: str
-
-    def describe(self) -> dict[str, str]:
-        """What the report should say about where servers ran (images, for containers)."""
-        ...
-
-    def start_server(self, env: Env, store: Store, log: Path) -> RunningServer:
-        """Start a server of ``env``'s MLflow on ``store`` and return once /health answers.
-        Raises harness.server.ServerStartError, classified."""
-        ...
-
-    def db_upgrade(self, env: Env, store: Store, log: Path, timeout: float) -> tuple[int | None, float]:
-        """`mlflow db upgrade` from ``env`` on ``store``; returns (exit code or None on timeout, seconds)."""
-        ...
-
-
-def get_runtime(name: str, labels: dict[str, str] | None = None) -> Runtime:
-    """A runtime by name; ``labels`` name the run and cell on whatever it starts (containers)."""
+def get_runtime(
+    name: str,
+    labels: Mapping[str, str] | None = None,
+    *,
+    network: str = "host",
+    base_image: str | None = None,
+) -> Runtime:
+    """A cell runtime by name, outside any run scope (tests, bench); ``labels`` name the run and cell on
+    whatever it starts (containers), ``network`` is "host" or a bridge network's name."""
     if name == "local":
         from harness.runtime.local import LocalRuntime
 
@@ -48,13 +39,29 @@ def get_runtime(name: str, labels: dict[str, str] | None = None) -> Runtime:
     if name == "docker":
         from harness.runtime.docker import DockerRuntime
 
-        return DockerRuntime(
-            labels or {},
-            base_image=os.environ.get("MLFLOW_COMPAT_BASE_IMAGE") or None,
-            network=os.environ.get(NETWORK_ENV) or "host",
-        )
+        return DockerRuntime(dict(labels or {}), base_image=base_image, network=network)
     raise ValueError(f"unknown runtime {name!r}")
 
 
-NETWORK_ENV = "MLFLOW_COMPAT_DOCKER_NETWORK_NAME"  # the run's bridge network, published to the workers
-RUNTIMES = ("local", "docker", "auto")  # auto: docker when an engine answers, else local
+def open_run(config: RunConfig, backends: Collection[str]) -> RunScope:
+    """Start what the run's cells share: one database server per database backend (a local process, or a
+    container with the docker runtime; a user's own where one was given) and, for a bridged docker run, its
+    network. A server that cannot start makes only that backend's cells `error`."""
+    if config.runtime == "docker":
+        from harness.runtime.docker import DockerScope
+
+        return DockerScope.open(config, backends)
+    from harness.runtime.local import LocalScope
+
+    return LocalScope.open(config, backends)
+
+
+def attach_run(config: RunConfig) -> RunScope:
+    """A worker's view of the run's services, from what the controller published in run.json."""
+    if config.runtime == "docker":
+        from harness.runtime.docker import DockerScope
+
+        return DockerScope.attach(config)
+    from harness.runtime.local import LocalScope
+
+    return LocalScope.attach(config)

@@ -6,30 +6,43 @@ through the server (proxying). Versions without proxying (before 1.23) are the d
 artifact directory is also mounted at its host path, the one path both sides then write and read.
 Containers use host networking (the daemon may have no bridge) or a run's bridge network, listen on a free
 127.0.0.1 port, carry labels naming the run, the cell and their owner, and are removed after every phase.
+Also here: a run's database servers as containers (`DatabaseContainer`, a placement for
+harness.databases.DatabaseServer, started through testcontainers), the choice of their images, and
+`DockerScope`, a docker run's run-level scope (its bridge network, database containers, and the removal
+of whatever the run left behind). What a database product is lives in harness.backends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import docker.errors
+import requests
 from sqlalchemy.engine import make_url
 
 from harness import images, owner, procs
-from harness.backends import DatabaseStore, FileStore, Store
+from harness.backends import DatabaseStore, FileStore, SqlProduct, Store, product
+from harness.config import RunConfig
+from harness.databases import DatabaseError, DatabaseServer
 from harness.envs import Env
-from harness.server import ServerStartError, StartFailure, classify_exit, launch, wait_healthy
+from harness.runtime._base import RunDatabases
+from harness.server import ServerStartError, StartFailure, launch, start_with_port_retries, wait_serving
+from harness.waiting import NotReady, SqlLogin, start_with_retries
+
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # the reaper image cannot be pulled offline
 
 HOST = "127.0.0.1"
 MOUNT = PurePosixPath("/mlflow-compat/store")
 LABEL_RUN = "mlflow-compat.run"
 LABEL_CELL = "mlflow-compat.cell"
 SERVER_PORT = 5000  # inside a container on a bridge network
-DB_PORTS = {"postgres": 5432, "mysql": 3306}  # database containers on a bridge network listen on these
+DB_START_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -109,8 +122,9 @@ class DockerRuntime:
         if self.bridged and isinstance(store, DatabaseStore):
             url = make_url(uri)
             backend = store.backend
-            uri = url.set(host=database_container(self.labels[LABEL_RUN], backend),
-                          port=DB_PORTS[backend]).render_as_string(hide_password=False)  # fmt: skip
+            inside = url.set(host=database_container(self.labels[LABEL_RUN], backend),
+                             port=product(backend).default_port)  # fmt: skip
+            uri = inside.render_as_string(hide_password=False)
         return uri
 
     def _run(self, env: Env, store: Store, command: list[str], environment: dict[str, str],
@@ -135,16 +149,9 @@ class DockerRuntime:
             raise
 
     def start_server(self, env: Env, store: Store, log: Path) -> DockerServer:
-        for attempt in range(3):
-            try:
-                return self._start_once(env, store, log)
-            except ServerStartError as exc:
-                if exc.kind is not StartFailure.PORT_TAKEN or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return start_with_port_retries(lambda port: self._start_on(port, env, store, log))
 
-    def _start_once(self, env: Env, store: Store, log: Path) -> DockerServer:
-        port = procs.free_port(HOST)
+    def _start_on(self, port: int, env: Env, store: Store, log: Path) -> DockerServer:
         inside_host, inside_port = ("0.0.0.0", SERVER_PORT) if self.bridged else (HOST, port)
         proxied = env.version.supports_serve_artifacts()
         artifacts_dir = MOUNT / "artifacts" if proxied else store.artifacts_dir
@@ -157,24 +164,14 @@ class DockerRuntime:
         with log.open("a") as fh:
             fh.write(f"$ docker run ({self.describe()['network']}) {image} mlflow {args}\n"
                      f"# answering at http://{HOST}:{port}\n")  # fmt: skip
+        offset = log.stat().st_size  # the container's own output is appended when it stops
         container = self._run(
             env, store, ["mlflow", *plan.args], plan.env, publish=port if self.bridged else None
         )
         mode = self._artifact_mode(plan.artifact_mode, proxied, store)
         server = DockerServer(url=f"http://{HOST}:{port}", version=str(env.version), artifact_mode=mode,
                               log=log, image=image, container=container)  # fmt: skip
-        try:
-            wait_healthy(server.url, exited=lambda: not server.alive())
-        except ServerStartError:
-            server.stop()
-            raise
-        if not server.alive():
-            offset = log.stat().st_size
-            code = server.stop()
-            text = log.read_bytes()[offset:].decode(errors="replace")
-            kind, line = classify_exit(text)
-            raise ServerStartError(kind, f"server {env.version} exited with code {code}: {line}",
-                                   excerpt=procs.tail_text(text))  # fmt: skip
+        wait_serving(server, offset)
         return server
 
     @staticmethod
@@ -191,7 +188,7 @@ class DockerRuntime:
         container = self._run(env, store, ["mlflow", "db", "upgrade", uri], {})
         try:
             code = container.wait(timeout=timeout).get("StatusCode")
-        except Exception:
+        except requests.exceptions.RequestException:  # no exit within the timeout: the read timed out
             code = None
         _finish(container, log)
         return code, time.monotonic() - started
@@ -245,3 +242,150 @@ def remove_containers(run_id: str | None = None) -> int:
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
     return len(containers)
+
+
+# -- database servers in containers ----------------------------------------------------------------------
+def bootstrap_database(backend: str) -> str:
+    """``backend``'s database image built from Debian's packages (no registry needed)."""
+    p = product(backend)
+    if p.bootstrap_image is None or p.bootstrap_template is None:
+        raise images.ImageError(f"{backend}: there is no recipe to bootstrap a {p.product_name} image")
+    return images.bootstrap_database(p.bootstrap_image, p.bootstrap_template)
+
+
+def database_image(backend: str, requested: str | None) -> images.Choice:
+    """The requested (or the backend's default official) image when it can be had; else the bootstrapped."""
+    return images.database_image(
+        requested, product(backend).default_image, lambda: bootstrap_database(backend)
+    )
+
+
+class _Container:
+    """A database container as a wait target: alive until it has exited."""
+
+    def __init__(self, container: Any) -> None:
+        self.container = container
+
+    def alive(self) -> bool:
+        wrapped = self.container.get_wrapped_container()
+        wrapped.reload()
+        return bool(wrapped.status != "exited")
+
+
+class DatabaseContainer:
+    """A placement: a database server in a container (testcontainers). With host networking it listens on a
+    free 127.0.0.1 port; on a bridge network it listens on its product's default port under its container
+    ``name`` (how server containers reach it) and is published on a free 127.0.0.1 port (how the harness
+    reaches it). Ready means a real login works; a container that never gets there is replaced, twice."""
+
+    def __init__(self, product: SqlProduct, image: str, labels: Mapping[str, str],
+                 network: str | None = None, name: str | None = None) -> None:  # fmt: skip
+        self.product, self.image, self.network, self.name = product, image, network, name
+        self.labels = {**labels, owner.LABEL: owner.token()}
+        self.ours = images.client().images.get(image).labels.get("mlflow-compat.image") is not None
+        self.container: Any = None
+        try:
+            port = start_with_retries(self._start_on, retry_if=lambda exc: isinstance(exc, NotReady))
+        except NotReady as exc:
+            raise DatabaseError(f"{image} did not accept connections") from exc
+        self.admin_url = product.admin_url_at(HOST, port)
+
+    def _start_on(self, port: int) -> int:
+        from testcontainers.core.container import DockerContainer
+
+        default_port = self.product.default_port
+        if self.network is None:
+            env, command = self.product.container_spec(port, self.ours, HOST)
+            kwargs: dict[str, Any] = {"network_mode": "host", "labels": self.labels}
+        else:
+            env, command = self.product.container_spec(default_port, self.ours, "0.0.0.0")
+            kwargs = {"network": self.network, "labels": self.labels}
+        container = DockerContainer(self.image).with_kwargs(**kwargs)
+        if self.network is not None:
+            container = container.with_name(self.name)
+            # Published on loopback only; testcontainers' with_bind_ports cannot say which address.
+            container.ports[f"{default_port}/tcp"] = (HOST, port)
+        for key, value in env.items():
+            container = container.with_env(key, value)
+        if command:
+            container = container.with_command(command)
+        self.container = container.start()
+        login = SqlLogin(self.product.admin_url_at(HOST, port)).with_startup_timeout(DB_START_TIMEOUT_S)
+        try:
+            login.with_poll_interval(0.3).wait_until_ready(_Container(self.container))
+        except NotReady:
+            self.close()
+            raise
+        return port
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.stop()  # testcontainers stops and removes it
+            self.container = None
+
+
+def start_database_container(
+    backend: str, image: str, labels: Mapping[str, str], network: str | None = None, name: str | None = None
+) -> DatabaseServer:
+    """A database container: host networking when ``network`` is None, else on that bridge network."""
+    placement = DatabaseContainer(product(backend), image, labels, network, name)
+    try:
+        return DatabaseServer(product(backend), placement)
+    except BaseException:
+        placement.close()
+        raise
+
+
+# -- the run-level scope -------------------------------------------------------------------------------
+class DockerScope:
+    """A docker run's scope: its bridge network (when bridged), its database containers (or the user's
+    servers), and on close, the removal of every container and network labelled with the run."""
+
+    def __init__(self, config: RunConfig, network: str | None = None, opened: bool = False) -> None:
+        self.config = config
+        self.network = network
+        self.opened = opened  # the controller's scope (it removes the run's leftovers), not a worker's
+        self.dbs = RunDatabases()
+        self.facts: dict[str, str] = {}
+
+    @classmethod
+    def open(cls, config: RunConfig, backends: Collection[str]) -> DockerScope:
+        scope = cls(config, opened=True)
+        try:
+            if config.docker_network == "bridge":
+                scope.network = create_network(config.run_id)
+            failures = (DatabaseError, images.ImageError, docker.errors.DockerException)
+            scope.dbs.start(config, backends, start=scope._start_database, failures=failures)
+        except BaseException:
+            scope.close()
+            raise
+        return scope
+
+    @classmethod
+    def attach(cls, config: RunConfig) -> DockerScope:
+        scope = cls(config, network=config.services.get("network"))
+        scope.dbs.attach(config)
+        return scope
+
+    def _start_database(self, backend: str) -> DatabaseServer:
+        choice = database_image(backend, self.config.database_images.get(backend))
+        self.facts[f"{backend}_image"] = f"{choice.image} ({choice.note})"
+        name = database_container(self.config.run_id, backend) if self.network else None
+        return start_database_container(
+            backend, choice.image, {LABEL_RUN: self.config.run_id}, self.network, name
+        )
+
+    def database(self, backend: str) -> DatabaseServer:
+        return self.dbs.get(backend)
+
+    def cell_runtime(self, labels: Mapping[str, str]) -> DockerRuntime:
+        return DockerRuntime(dict(labels), base_image=self.config.base_image, network=self.network or "host")
+
+    def published(self) -> dict[str, Any]:
+        return {"databases": self.dbs.published(), "network": self.network}
+
+    def close(self) -> None:
+        self.dbs.close()
+        if self.opened:
+            remove_containers(self.config.run_id)  # whatever a crashed or interrupted cell left behind
+            remove_networks(self.config.run_id)

@@ -1,18 +1,26 @@
-"""The embedded default: servers are `mlflow server` processes from each version's venv, on 127.0.0.1."""
+"""The embedded default: servers are `mlflow server` processes from each version's venv, on 127.0.0.1.
+
+`LocalRuntime` starts a cell's servers (waiting and classifying as harness.server says) and runs `mlflow db
+upgrade` as a process; `LocalScope` is a local run's run-level scope: its database servers are throwaway
+local processes (harness.databases.start_local) or the user's own. Nothing about containers lives here.
+"""
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from harness import procs
+from harness import databases, procs
 from harness.backends import FileStore, Store
+from harness.config import RunConfig
 from harness.envs import Env
-from harness.server import ServerStartError, StartFailure, classify_exit, launch, wait_healthy
+from harness.runtime._base import RunDatabases
+from harness.server import launch, start_with_port_retries, wait_serving
 
 HOST = "127.0.0.1"
-PORT_ATTEMPTS = 3
 
 
 @dataclass
@@ -37,19 +45,9 @@ class LocalRuntime:
         return {}
 
     def start_server(self, env: Env, store: Store, log: Path) -> LocalServer:
-        last: ServerStartError | None = None
-        for _ in range(PORT_ATTEMPTS):
-            try:
-                return self._start_once(env, store, log)
-            except ServerStartError as exc:
-                if exc.kind is not StartFailure.PORT_TAKEN:
-                    raise
-                last = exc
-        assert last is not None
-        raise last
+        return start_with_port_retries(lambda port: self._start_on(port, env, store, log))
 
-    def _start_once(self, env: Env, store: Store, log: Path) -> LocalServer:
-        port = procs.free_port(HOST)
+    def _start_on(self, port: int, env: Env, store: Store, log: Path) -> LocalServer:
         plan = launch(
             env.version,
             store_uri=store.uri,
@@ -72,23 +70,49 @@ class LocalRuntime:
             log=log,
             proc=proc,
         )
-        try:
-            wait_healthy(server.url, exited=lambda: proc.poll() is not None)
-        except ServerStartError:
-            server.stop()
-            raise
-        if proc.poll() is not None:
-            server.stop()
-            text = log.read_bytes()[offset:].decode(errors="replace")
-            kind, line = classify_exit(text)
-            raise ServerStartError(
-                kind,
-                f"server {env.version} exited with code {proc.returncode}: {line}",
-                excerpt=procs.tail_text(text),
-            )
+        wait_serving(server, offset)
         return server
 
     def db_upgrade(self, env: Env, store: Store, log: Path, timeout: float) -> tuple[int | None, float]:
         return procs.run(
             [str(env.bin / "mlflow"), "db", "upgrade", store.uri], env=env.environ(), log=log, timeout=timeout
         )
+
+
+class LocalScope:
+    """A local run's scope: its database servers (local processes it started, or the user's); no network."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.dbs = RunDatabases()
+        self.facts: dict[str, str] = {}
+
+    @classmethod
+    def open(cls, config: RunConfig, backends: Collection[str]) -> LocalScope:
+        scope = cls(config)
+        try:
+            scope.dbs.start(
+                config, backends, start=databases.start_local, failures=(databases.DatabaseError,)
+            )
+        except BaseException:
+            scope.close()
+            raise
+        return scope
+
+    @classmethod
+    def attach(cls, config: RunConfig) -> LocalScope:
+        scope = cls(config)
+        scope.dbs.attach(config)
+        return scope
+
+    def database(self, backend: str) -> databases.DatabaseServer:
+        return self.dbs.get(backend)
+
+    def cell_runtime(self, labels: Mapping[str, str]) -> LocalRuntime:
+        return LocalRuntime()
+
+    def published(self) -> dict[str, Any]:
+        return {"databases": self.dbs.published(), "network": None}
+
+    def close(self) -> None:
+        self.dbs.close()

@@ -1,30 +1,49 @@
-"""Backend stores: where a tracking server keeps its data, and how an operator backs it up.
+"""The store protocol: where a tracking server keeps its data, and how an operator backs it up.
 
-Each cell gets a fresh ``Store``: a directory of its own (file, SQLite) or a database of its own on
-the run's database server (postgres, mysql), so parallel cells never share state. A store knows the
-URI its tracking server gets, its artifact directory (the server's proxied artifact destination, part of
-what is backed up), how to back itself up and restore as an operator would, and its schema revision.
+Each cell gets a fresh ``Store``: a directory of its own (file, SQLite) or a database of its own on the
+run's database server (`DatabaseStore`), so parallel cells never share state. A store knows the URI its
+tracking server gets, its artifact directory (the server's proxied artifact destination, part of what is
+backed up), how to back itself up and restore as an operator would, and its schema revision. The stores of
+the file and SQLite backends live in their backend's module; a database server itself lives in
+harness.databases (a store holds one only through the `DatabaseHandle` protocol).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import sqlite3
 from abc import ABC, abstractmethod
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.engine import URL
 
-from harness.databases import DatabaseError, DatabaseServer
+from harness.backends._base import DatabaseError
 
 
 class StoreError(RuntimeError):
     """The store itself misbehaved (infrastructure): a backup or restore could not be made."""
+
+
+class DatabaseHandle(Protocol):
+    """What a database store needs of its server (harness.databases.DatabaseServer is one)."""
+
+    def url_for(self, database: str) -> URL: ...
+
+    def mlflow_uri(self, database: str) -> str: ...
+
+    def create(self, database: str) -> None: ...
+
+    def drop(self, database: str) -> None: ...
+
+    def dump(self, database: str, dest: Path, log: Path) -> float: ...
+
+    def restore(self, database: str, src: Path, log: Path) -> float: ...
+
+    def describe(self) -> dict[str, str]: ...
 
 
 @dataclass
@@ -107,77 +126,16 @@ class Store(ABC):
 
 
 @dataclass
-class FileStore(Store):
-    backend: ClassVar[str] = "file"
-    has_schema: ClassVar[bool] = False
-
-    @property
-    def root(self) -> Path:
-        return self.workdir / "mlruns"
-
-    def uri_at(self, mount: Path) -> str:
-        return (mount / "mlruns").as_uri()
-
-    def create(self) -> None:
-        super().create()
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def _backup_data(self, dest: Path) -> None:
-        shutil.copytree(self.root, dest / "mlruns")
-
-    def _restore_data(self, src: Path) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-        shutil.copytree(src / "mlruns", self.root)
-
-    def describe(self) -> dict[str, str]:
-        return {"product": "file store (mlruns directory)"}
-
-
-@dataclass
-class SqliteStore(Store):
-    backend: ClassVar[str] = "sqlite"
-    has_schema: ClassVar[bool] = True
-
-    @property
-    def db_path(self) -> Path:
-        return self.workdir / "mlflow.db"
-
-    def uri_at(self, mount: Path) -> str:
-        return f"sqlite:///{mount / 'mlflow.db'}"
-
-    def _copy(self, src: Path, dest: Path) -> None:
-        """A consistent copy through SQLite's online backup API (safe even if a writer were connected)."""
-        with closing(sqlite3.connect(src)) as source, closing(sqlite3.connect(dest)) as target:
-            source.backup(target)
-
-    def _backup_data(self, dest: Path) -> None:
-        if self.db_path.exists():
-            self._copy(self.db_path, dest / "mlflow.db")
-
-    def _restore_data(self, src: Path) -> None:
-        self.db_path.unlink(missing_ok=True)
-        if (src / "mlflow.db").exists():
-            self._copy(src / "mlflow.db", self.db_path)
-
-    @property
-    def sqlalchemy_url(self) -> str | None:
-        return self.uri if self.db_path.exists() else None
-
-    def describe(self) -> dict[str, str]:
-        return {"product": "SQLite", "version": sqlite3.sqlite_version}
-
-
-@dataclass
 class DatabaseStore(Store):
-    """A database of its own on the run's PostgreSQL or MySQL-compatible server."""
+    """A database of its own on the run's server for a SQL backend (each backend names its subclass)."""
 
     backend: ClassVar[str] = "database"
     has_schema: ClassVar[bool] = True
-    server: DatabaseServer | None = None
+    server: DatabaseHandle | None = None
     database: str = ""
 
     @property
-    def db(self) -> DatabaseServer:
+    def db(self) -> DatabaseHandle:
         assert self.server is not None
         return self.server
 
@@ -211,43 +169,7 @@ class DatabaseStore(Store):
             raise StoreError(f"database {self.database} could not be dropped: {exc}") from exc
 
 
-@dataclass
-class PostgresStore(DatabaseStore):
-    backend: ClassVar[str] = "postgres"
-
-
-@dataclass
-class MySQLStore(DatabaseStore):
-    backend: ClassVar[str] = "mysql"
-
-
-STORES: dict[str, type[Store]] = {
-    cls.backend: cls for cls in (FileStore, SqliteStore, PostgresStore, MySQLStore)
-}
-DATABASE_BACKENDS = ("postgres", "mysql")
-UNAVAILABLE_ENV = "MLFLOW_COMPAT_{backend}_UNAVAILABLE"  # why the controller has no server for a backend
-
-
-def backend_names() -> list[str]:
-    return list(STORES)
-
-
 def database_name(run_id: str, cell_slug: str) -> str:
     """A per-cell database name that is unique per run and cell, and short enough for every product."""
     digest = hashlib.sha256(f"{run_id}/{cell_slug}".encode()).hexdigest()[:16]
     return f"mlflow_compat_{digest}"
-
-
-def new_store(
-    backend: str, workdir: Path, *, servers: dict[str, DatabaseServer], run_id: str, cell_slug: str
-) -> Store:
-    cls = STORES[backend]
-    if issubclass(cls, DatabaseStore):
-        if backend not in servers:
-            why = os.environ.get(UNAVAILABLE_ENV.format(backend=backend.upper()), "none was configured")
-            raise StoreError(f"no {backend} server for this run: {why}")
-        store: Store = cls(workdir, server=servers[backend], database=database_name(run_id, cell_slug))
-    else:
-        store = cls(workdir)
-    store.create()
-    return store
