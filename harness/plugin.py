@@ -53,13 +53,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class Worker:
-    """What a pytest worker shares between its cells: the run's configuration and its services (attached
-    on the first cell, so a collect-only pass, which has no run.json yet, attaches to nothing)."""
+    """What a pytest worker shares between its cells: the run's configuration and its services (made on the
+    first cell, so a collect-only pass, which comes before run.json is written, attaches to nothing)."""
 
-    def __init__(self, run_dir: RunDir) -> None:
-        self.run_dir = run_dir
-        path = run_dir.config
-        self.config = RunConfig.read(path) if path.is_file() else RunConfig(run_id=run_dir.run_id)
+    def __init__(self, run_dir: RunDir, config: RunConfig) -> None:
+        self.run_dir, self.config = run_dir, config
         self.scope: RunScope = attach_run(self.config)
         declared = self.config.expectations
         self.expectations: tuple[Expectation, ...] = expectations.load(Path(declared) if declared else None)
@@ -92,9 +90,25 @@ def worker(config: pytest.Config) -> Worker:
     found: Worker | None = getattr(config, "_compat_worker", None)
     if found is None:
         given = config.getoption("--compat-run-dir")
-        found = Worker(RunDir(Path(given or tempfile.mkdtemp(prefix="mlflow-compat-"))))
+        found = of_run(RunDir(Path(given))) if given else ad_hoc()
         config._compat_worker = found  # type: ignore[attr-defined]
     return found
+
+
+def of_run(run_dir: RunDir) -> Worker:
+    """A worker of a run the controller prepared: its settings are run.json's, and none other. A run
+    directory without one is the harness's trouble (every cell an error), never a run on defaults."""
+    if not run_dir.config.is_file():
+        raise CellInfrastructureError(
+            f"{run_dir.config}: no run configuration (written by `mlflow-compat run` before the cells start)"
+        )
+    return Worker(run_dir, RunConfig.read(run_dir.config))
+
+
+def ad_hoc() -> Worker:
+    """A plan run by hand with plain pytest (no run directory): the defaults, in a temp directory."""
+    run_dir = RunDir(Path(tempfile.mkdtemp(prefix="mlflow-compat-")))
+    return Worker(run_dir, RunConfig(run_id=run_dir.run_id))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -13,7 +13,7 @@ from harness import options
 from harness.backends import BACKENDS, Backend
 from harness.config import RunConfig
 from harness.plan import CellPlan
-from harness.plugin import Worker
+from harness.plugin import CellInfrastructureError, of_run
 from harness.run import Run, execute
 from harness.rundir import RunDir
 from harness.specs import parse_path
@@ -142,7 +142,7 @@ def test_a_worker_builds_each_cell_from_run_json_alone(tmp_path: Path) -> None:
     )
     config.write(run_dir.config, tmp_path)
     plan = CellPlan("postgres", parse_path("2.22.5:3.17.2"), parse_path("2.22.5:3.17.2"))
-    worker = Worker(run_dir)
+    worker = of_run(run_dir)
     try:
         ctx = worker.context(plan)
     finally:
@@ -188,3 +188,10 @@ def test_a_config_without_passwords_needs_no_private_file(tmp_path: Path) -> Non
     config.write(tmp_path / "run.json", tmp_path / "nowhere")  # not made: nothing to put there
     assert "secrets" not in json.loads((tmp_path / "run.json").read_text())
     assert RunConfig.read(tmp_path / "run.json") == config
+
+
+def test_a_run_directory_without_run_json_is_an_error_not_a_run_on_defaults(tmp_path: Path) -> None:
+    run_dir = RunDir(tmp_path / "run-4")
+    run_dir.path.mkdir()
+    with pytest.raises(CellInfrastructureError, match=r"run\.json: no run configuration"):
+        of_run(run_dir)
