@@ -12,7 +12,7 @@ def test_builtin_scenarios_declare_what_they_need_without_being_imported() -> No
     assert set(found) == {
         "quickstart", "metric_history", "tags_and_status", "nested_and_batch", "search",
         "experiment_lifecycle", "long_values", "long_params", "artifacts", "registry", "registry_aliases",
-        "datasets", "logged_models", "metric_values", "metric_pages", "run_lifecycle",
+        "datasets", "logged_models", "metric_values", "metric_pages", "run_lifecycle", "traces",
     }  # fmt: skip
     assert found["datasets"].requires == ("log_input",)
     assert found["registry"].store_requires == {"file": ("file_store_registry",)}
@@ -46,9 +46,11 @@ def test_user_scripts_run_through_the_script_adapter(tmp_path: Path) -> None:
 
 
 def test_a_costly_scenario_is_known_but_not_in_the_default_selection() -> None:
-    assert not scenarios.builtin()["metric_pages"].default
-    assert "metric_pages" in scenarios.all_names() and "metric_pages" not in scenarios.default_names()
-    assert scenarios.default_names() == tuple(n for n in scenarios.all_names() if n != "metric_pages")
+    named_only = ("metric_pages", "traces")
+    for name in named_only:
+        assert not scenarios.builtin()[name].default
+        assert name in scenarios.all_names() and name not in scenarios.default_names()
+    assert scenarios.default_names() == tuple(n for n in scenarios.all_names() if n not in named_only)
 
 
 def test_scenario_scripts_parse_on_the_oldest_python_a_client_runs() -> None:
