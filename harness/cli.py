@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness import images, options, owner, procs
-from harness.backends import BACKENDS, DATABASE_BACKENDS
+from harness.backends import SERVER_BACKENDS
 from harness.options import BadInput, Parser, check_writable
 from harness.report import load_run, write_reports
 from harness.results import ExitCode, RunResult, Status
@@ -162,9 +162,8 @@ def cmd_images(args: argparse.Namespace) -> int:
     if args.bootstrap:
         from harness.runtime.docker import bootstrap_database
 
-        for backend in DATABASE_BACKENDS:
-            if BACKENDS[backend].unavailable() is None:
-                print(f"{backend}: {bootstrap_database(backend)}", flush=True)
+        for backend in SERVER_BACKENDS:
+            print(f"{backend}: {bootstrap_database(backend)}", flush=True)
     cache = EnvCache()
     for spec in specs:
         log = cache.root / f"images-{spec.label}.log"

@@ -43,12 +43,11 @@ class Ledger:
     # The (record key, phase) pairs some client confirmed, and the read checks that tried and did not.
     confirmed: set[tuple[str, str]] = field(default_factory=set)
     tried: dict[tuple[str, str], list[Check]] = field(default_factory=dict)
-    serve_phases: list[str] = field(default_factory=list)
+    # The phases in which a server served the store, in order, with that server's version.
     phase_servers: dict[str, MlflowVersion] = field(default_factory=dict)
 
     def serving(self, phase: str, server: MlflowVersion) -> None:
         """A phase in which ``server`` serves the store: what was written before it must be read in it."""
-        self.serve_phases.append(phase)
         self.phase_servers[phase] = server
 
     def acknowledged(self, written: Written) -> None:
@@ -68,8 +67,9 @@ class Ledger:
         if not self.written:
             return None
         account = Account(result.add(Check("acked-writes", "cell", Status.PASS)))
+        phases = list(self.phase_servers)  # in the order they served
         for w in self.written:
-            later = self.serve_phases[self.serve_phases.index(w.phase) :]
+            later = phases[phases.index(w.phase) :]
             for phase in [p for p in later if p != "rollback" or w.phase == "before"]:
                 if (w.key, phase) in self.confirmed:
                     continue

@@ -271,7 +271,7 @@ def _flag(v: Value, get: Lookup) -> Value:
 def _server_backends() -> list[Backend]:
     """The backends that run on a database server this machine can have: each gets `--X-url` and
     `--X-image` (and a row of each in the report). The one place the per-backend options come from."""
-    return [b for b in BACKENDS.values() if b.product is not None and b.unavailable() is None]
+    return [b for b in BACKENDS.values() if b.has_server]
 
 
 def _url_options() -> list[Option]:

@@ -120,12 +120,7 @@ def resolve(run: Run) -> None:
                 f"unknown MLflow version {spec.label} (the index has none such; newest is {newest})"
             )
     if any(s.kind is SpecKind.LATEST for s in releases):
-
-        def python_for(release: index.Release) -> Path | None:
-            interp = pythons.pick(release.requires_python, release.version.python_max())
-            return interp.path if interp else None
-
-        latest, skipped = index.newest_installable(known, python_for)
+        latest, skipped = index.newest_installable(known, _python_for)
         opts.resolved["latest"] = str(latest)
         if skipped:
             opts.notes.append(f"latest = {latest} (passed over: {'; '.join(skipped)})")
@@ -143,6 +138,12 @@ def resolve(run: Run) -> None:
             opts.set("clients", tuple(pin(s) for s in opts.value("clients")))
 
 
+def _python_for(release: index.Release) -> Path | None:
+    """The installed interpreter a release's env would be built with (None: no installed Python fits)."""
+    interp = pythons.pick(release.requires_python, release.version.python_max())
+    return interp.path if interp else None
+
+
 def discover_paths(opts: Options) -> None:
     """A discovered profile (nightly, full): FROM versions from the index, each upgraded to the profile's
     `to`, plus its fixed paths. What was left out, and why, is recorded for the report."""
@@ -158,7 +159,7 @@ def discover_paths(opts: Options) -> None:
     by_version = {r.version: r for r in known}
     usable = []
     for version in found:
-        if pythons.pick(by_version[version].requires_python, version.python_max()) is None:
+        if _python_for(by_version[version]) is None:
             excluded.append(f"{version}: no installed Python satisfies {by_version[version].requires_python}")
         else:
             usable.append(version)
@@ -384,9 +385,13 @@ def newest_release_below(candidate: Spec) -> str:
 
 
 # -- merge ---------------------------------------------------------------------------------------------
-def _shard_run(shard: Path) -> RunDir | None:
+def _shard_run(shard: Path) -> RunDir | str:
     """The run a shard directory holds: itself (a run directory), its `latest`, or its only run (a results
-    directory copied without its symlink); None when it holds none."""
+    directory copied without its symlink); else why it holds none (the shard produced no results)."""
+    if not shard.is_dir():
+        return "not a directory" if shard.exists() else "no such directory"
+    if not any(shard.iterdir()):
+        return "empty directory"
     for candidate in (RunDir(shard), RunDir(shard / "latest")):
         if candidate.is_run():
             return candidate
@@ -395,7 +400,7 @@ def _shard_run(shard: Path) -> RunDir | None:
         raise BadInput(
             f"--merge {shard}: holds {len(runs)} runs ({', '.join(p.name for p in runs)}); name one"
         )
-    return RunDir(runs[0]) if runs else None
+    return RunDir(runs[0]) if runs else "no results.json"
 
 
 def merge_shards(dirs: list[Path], run_id: str) -> tuple[RunResult, list[RunDir]]:
@@ -407,16 +412,9 @@ def merge_shards(dirs: list[Path], run_id: str) -> tuple[RunResult, list[RunDir]
 
     runs, found, missing = [], [], []
     for shard in dirs:
-        if not shard.is_dir():
-            what = "not a directory" if shard.exists() else "no such directory"
-            missing.append(f"{shard}: {what} (the shard produced no results)")
-            continue
-        if not any(shard.iterdir()):
-            missing.append(f"{shard}: empty directory (the shard produced no results)")
-            continue
         run_dir = _shard_run(shard)
-        if run_dir is None:
-            missing.append(f"{shard}: no results.json (the shard produced no results)")
+        if isinstance(run_dir, str):
+            missing.append(f"{shard}: {run_dir} (the shard produced no results)")
             continue
         resolved = RunDir(run_dir.path.resolve())
         try:

@@ -39,6 +39,7 @@ def _discover() -> dict[str, Backend]:
 
 BACKENDS: dict[str, Backend] = _discover()  # name -> descriptor, in report order
 DATABASE_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.product is not None)
+SERVER_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.has_server)
 
 
 def backend_names() -> list[str]:
@@ -83,6 +84,7 @@ def new_store(
 __all__ = [
     "BACKENDS",
     "DATABASE_BACKENDS",
+    "SERVER_BACKENDS",
     "Backend",
     "DatabaseError",
     "DatabaseStore",

@@ -34,6 +34,11 @@ class Backend:
         """Why this backend cannot run here (one line), or None."""
         return self.refusal
 
+    @property
+    def has_server(self) -> bool:
+        """A database backend this machine can have a server for: it gets its options, images and column."""
+        return self.product is not None and self.unavailable() is None
+
     def url_help(self) -> str:
         return (
             f"use this {self.name} server (per-cell databases are created and dropped there); "
