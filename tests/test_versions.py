@@ -27,7 +27,11 @@ def test_recipes() -> None:
     assert V("1.22.0").install_requirements() == ["setuptools<70", "sqlalchemy<2.1", *old, *drivers]
     assert V("1.30.1").install_requirements() == ["setuptools<70", "sqlalchemy<2.1", *drivers]
     assert V("2.0.1").install_requirements() == ["setuptools<70", "sqlalchemy<2.1", *drivers]
-    assert V("2.13.2").install_requirements() == ["sqlalchemy<2.1", *drivers]
+    # 1.x through 2.15 import pkg_resources (seen failing without it: 2.10.2 ... 2.15.1; 2.16.2 imports)
+    assert V("2.13.2").install_requirements() == ["setuptools<70", "sqlalchemy<2.1", *drivers]
+    otel = "opentelemetry-sdk<1.45"
+    assert V("2.15.1").install_requirements() == ["setuptools<70", "sqlalchemy<2.1", otel, *drivers]
+    assert V("2.16.2").install_requirements() == ["sqlalchemy<2.1", otel, *drivers]
     # 2.x tracing breaks on opentelemetry-sdk 1.45 (its span processor skips SimpleSpanProcessor.__init__)
     assert V("2.22.5").install_requirements() == ["sqlalchemy<2.1", "opentelemetry-sdk<1.45", *drivers]
     assert V("3.8.1").install_requirements() == ["sqlalchemy<2.1", *drivers]
