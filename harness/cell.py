@@ -35,6 +35,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from harness import integrity, owner, procs
 from harness.backends import Store, StoreError, new_store
@@ -44,6 +45,8 @@ from harness.differential import Outcome, compare_answers
 from harness.envs import Env, EnvCache, EnvError
 from harness.expectations import Expectation
 from harness.expectations import apply as apply_expectations
+from harness.features import PACKAGES as FEATURE_PACKAGES
+from harness.features import Feature, Site, open_features
 from harness.ledger import Ledger
 from harness.plan import CellPlan
 from harness.results import CellResult, Check, Status
@@ -52,6 +55,7 @@ from harness.runtime import RunningServer, Runtime
 from harness.scenarios import Scenario, resolve
 from harness.server import ServerStartError, StartFailure
 from harness.specs import Spec
+from harness.versions import MlflowVersion
 
 UPGRADE_TIMEOUT_S = 900.0
 
@@ -83,6 +87,8 @@ class CellContext:
     expectations: tuple[Expectation, ...] = ()  # declared incompatibilities, applied when the cell ends
     unavailable: Mapping[str, str] = field(default_factory=dict)  # why a backend has no server in this run
     client_launch: str = "fork"  # how client processes start: fork (from a fork server) or spawn
+    object_store: Any = None  # the run's S3 server, when the run has S3 cells (harness/features/s3.py)
+    object_store_unavailable: str | None = None  # why the run has no S3 server
 
 
 @dataclass
@@ -123,6 +129,7 @@ class Cell:
     dir: CellDir = field(init=False)
     ledger: Ledger = field(init=False)  # the acked writes and what the reads made of them
     clients: ClientSteps = field(init=False)  # every client's writes and reads, as checks
+    features: list[Feature] = field(default_factory=list)  # what its servers run with (auth, S3 artifacts)
 
     def __post_init__(self) -> None:
         self.result = CellResult(
@@ -132,13 +139,16 @@ class Cell:
             path=[s.label for s in self.plan.path],
             clients=[s.label for s in self.plan.clients],
             dir=self.ctx.cell_dir.name,
+            auth=self.plan.auth,
+            artifact_store=self.plan.artifact_store,
         )
         self.scenarios = resolve(self.plan.scenarios, self.plan.scripts)
         self.dir = CellDir(self.ctx.cell_dir)
         self.dir.logs.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.scenarios, self.plan.path[0], list(self.plan.clients), self.plan.backend)
         self.clients = ClientSteps(self.result, self.ledger, self.scenarios, self.plan.backend, self.dir,
-                                   self._timings, launch=self.ctx.client_launch)  # fmt: skip
+                                   self._timings, launch=self.ctx.client_launch,
+                                   client_env=self.client_env)  # fmt: skip
 
     # -- the timeline --------------------------------------------------------------------------
     def run(self) -> CellResult:
@@ -148,6 +158,7 @@ class Cell:
             with ExitStack() as stack:
                 self.prepare_envs()
                 store = stack.enter_context(self.fresh_store())
+                self.features = stack.enter_context(self.cell_features(store))
                 path = self.plan.path
                 self.serve_phase("before", path[0], store)
                 backups = []
@@ -196,7 +207,7 @@ class Cell:
                 check.detail = f"MLflow {spec.label}"
                 log = self.dir.logs / f"env-{spec.label}.log"
                 try:
-                    env = self.ctx.envs.ensure(spec, log)
+                    env = self.ctx.envs.ensure(spec, log, packages=self.packages())
                 except EnvError as exc:
                     check.status, check.detail = Status.ERROR, f"cannot install MLflow {spec.label}: {exc}"
                     check.logs = [self.dir.rel(log)]
@@ -205,6 +216,12 @@ class Cell:
                 how = "reused" if env.reused else f"built in {env.build_seconds:.0f}s"
                 check.detail = f"MLflow {env.version} on Python {env.python} ({how}): {env.path.name}"
                 self.result.components.setdefault("envs", {})[spec.label] = env.components()
+
+    def packages(self) -> tuple[str, ...]:
+        """What the cell needs installed beside mlflow in every env: its scenarios' and features' PACKAGES."""
+        wanted = {p for s in self.scenarios for p in s.packages}
+        wanted |= {p for name in self.plan.features for p in FEATURE_PACKAGES.get(name, ())}
+        return tuple(sorted(wanted))
 
     @contextmanager
     def fresh_store(self, role: str = "") -> Iterator[Store]:
@@ -238,6 +255,51 @@ class Cell:
                 shutil.rmtree(workdir, ignore_errors=True)
             self._timings["teardown"] += time.monotonic() - t
 
+    @contextmanager
+    def cell_features(self, store: Store) -> Iterator[list[Feature]]:
+        """The cell's features (harness/features), opened beside its store and closed before it."""
+        site = Site(slug=self.plan.slug, run_id=self.ctx.run_id, store=store, databases=self.ctx.databases,
+                    object_store=self.ctx.object_store,
+                    object_store_unavailable=self.ctx.object_store_unavailable)  # fmt: skip
+        opened = False
+        try:
+            with open_features(self.plan.features, site) as features:
+                opened = True
+                for feature in features:
+                    self.result.components.setdefault("features", {})[feature.name] = feature.describe()
+                yield features
+        except StoreError as exc:
+            what = "teardown" if opened else "features"
+            self.result.add(Check(what, "cell" if opened else "env", Status.ERROR, str(exc)))
+            if not opened:
+                raise Abort from exc
+
+    def client_env(self, version: MlflowVersion) -> dict[str, str]:
+        """What every client process of ``version`` gets from the cell's features (credentials, endpoints)."""
+        out: dict[str, str] = {}
+        for feature in self.features:
+            out.update(feature.client_env(version))
+        return out
+
+    def backup(self, store: Store, name: str) -> Path:
+        """Back the store up as an operator would, and each feature's state (an auth database, a bucket) with
+        it; returns the backup's directory."""
+        dest = store.backup(name)
+        for feature in self.features:
+            feature.backup(self.feature_dir(dest, feature))
+        return dest
+
+    def restore(self, store: Store, backup: Path) -> None:
+        store.restore(backup)
+        for feature in self.features:
+            feature.restore(self.feature_dir(backup, feature))
+
+    @staticmethod
+    def feature_dir(backup: Path, feature: Feature) -> Path:
+        path = backup / f"feature-{feature.name}"
+        path.mkdir(exist_ok=True)
+        return path
+
     def serve_phase(self, phase: str, version: Spec, store: Store) -> None:
         """Start ``version``'s server on the store; every client writes, then every client reads all runs."""
         env = self.envs[version.label]
@@ -253,7 +315,7 @@ class Cell:
         Returns the backup (the rollback restores the first hop's)."""
         hop = Hop(phase, self.envs[target.label], store, timing="upgrade")
         with self.step("backup", phase, timing="backup", critical=True) as check:
-            hop.backup = store.backup(f"before-{phase}")
+            hop.backup = self.backup(store, f"before-{phase}")
             check.detail = (
                 f"{store.backend} store copied to {hop.backup.name} at revision {store.schema_revision()}"
             )
@@ -265,7 +327,7 @@ class Cell:
         hop = Hop("rollback", self.envs[version.label], store, timing="rollback")
         self.schema_steps(hop, ROLLBACK_START)
         with self.step("restore", hop.phase, timing="rollback", critical=True) as check:
-            store.restore(backup)
+            self.restore(store, backup)
             check.detail = f"restored {backup.name}; schema revision {store.schema_revision()}"
         before = [w for w in self.ledger.written if w.phase == "before"]
         self.ledger.serving(hop.phase, hop.env.version)
@@ -277,15 +339,18 @@ class Cell:
         (the file store) does with them: each is recorded as a skip saying why, or not at all when it has
         nothing to say (the integrity check), and none runs."""
         has_schema = hop.store.has_schema
+        # Decided on the store as the hop found it: a store that moves to another backend on upgrade (the file
+        # store migrated into SQLite) has steps with nothing to do before it moved (Store.skips says which).
+        skips = {s.name: hop.store.skips(s.name) if has_schema else s.without_schema for s in steps}
         for step in steps:
             if not has_schema and step.without_schema is None:
                 continue
             with self.step(step.name, hop.phase, server=str(hop.env.version), timing=hop.timing,
                            critical=step.critical) as check:  # fmt: skip
-                if has_schema:
+                if (why := skips[step.name]) is None:
                     step.run(self, hop, check)
                 else:
-                    check.status, check.detail = Status.SKIP, step.without_schema or ""
+                    check.status, check.detail = Status.SKIP, why
 
     # -- the schema steps ---------------------------------------------------------------------------
     def probe_unupgraded(self, hop: Hop, check: Check) -> None:
@@ -316,7 +381,7 @@ class Cell:
                 "migrating it"
             )
         if now != revision:
-            store.restore(hop.backup)
+            self.restore(store, hop.backup)
             check.detail += f"; backup restored (schema {store.schema_revision()})"
 
     def db_upgrade(self, hop: Hop, check: Check) -> None:
@@ -432,7 +497,7 @@ class Cell:
         log = self.dir.logs / f"{log_name}-{hop.env.version}.log"
         check.logs = [self.dir.rel(log)]
         try:
-            return self.ctx.runtime.start_server(hop.env, hop.store, log)
+            return self.ctx.runtime.start_server(hop.env, hop.store, log, self.features)
         except ServerStartError as exc:
             if exc.kind is StartFailure.REFUSED_SCHEMA:
                 check.detail = f"{refused}: {exc}"
@@ -449,14 +514,14 @@ class Cell:
         if self.servers_started and backup:
             # A server may migrate the schema on start (shared/mlflow-facts.md): back up first, every time.
             with self.step("backup", phase, timing="backup", critical=True) as check:
-                check.detail = f"copied to {store.backup(f'before-{phase}-server').name}"
+                check.detail = f"copied to {self.backup(store, f'before-{phase}-server').name}"
         self.servers_started += 1
         revision = store.schema_revision()
         with self.step(
             "server-start", phase, server=str(env.version), timing="server-start", critical=True
         ) as check:
             check.logs = [self.dir.rel(log)]
-            server = self.ctx.runtime.start_server(env, store, log)
+            server = self.ctx.runtime.start_server(env, store, log, self.features)
             now_at = store.schema_revision()
             if now_at == revision:
                 migrated = ""
@@ -466,6 +531,9 @@ class Cell:
                 migrated = f"; migrated the schema itself on start: {revision} -> {now_at}"
             check.detail = f"{server.url} (artifacts: {server.artifact_mode}){migrated}"
             self.result.components.setdefault("artifact_modes", {})[str(env.version)] = server.artifact_mode
+        for feature in self.features:
+            for check in feature.on_started(phase, env.version):
+                self.result.add(check)
         if self.ctx.on_server is not None:
             self.ctx.on_server(phase, server)
         try:

@@ -234,11 +234,13 @@ def run_driver(
     workdir: Path,
     timeout: float | None = None,
     launch: str = "fork",
+    extra_env: dict[str, str] | None = None,
 ) -> StepOutcome:
     """One client process (scenarios/driver.py) that runs ``step`` (write or read) for every scenario in
     ``plan``, forked from the version's fork server or spawned (``launch``, one of LAUNCHES).
     ``data["results"]`` holds each scenario's own outcome; a process that wrote no result at all is an
-    infrastructure error (it never got to talk to MLflow properly)."""
+    infrastructure error (it never got to talk to MLflow properly). ``extra_env``: what the cell's features
+    give every client (credentials, an S3 endpoint)."""
     if launch not in LAUNCHES:
         raise ValueError(f"launch={launch!r}: expected one of {', '.join(LAUNCHES)}")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -250,12 +252,21 @@ def run_driver(
     if launch == "fork":
         try:
             code, seconds = forkserver(env).run(
-                argv, env={"MLFLOW_TRACKING_URI": tracking_uri}, cwd=workdir, log=log, timeout=timeout
+                argv,
+                env={**(extra_env or {}), "MLFLOW_TRACKING_URI": tracking_uri},
+                cwd=workdir,
+                log=log,
+                timeout=timeout,
             )
         except ForkServerError as exc:
             return StepOutcome(False, True, 0.0, error=str(exc), excerpt=procs.tail(log))
     else:
-        environ = {**env.environ(), **CLIENT_RETRIES, "MLFLOW_TRACKING_URI": tracking_uri}
+        environ = {
+            **env.environ(),
+            **CLIENT_RETRIES,
+            **(extra_env or {}),
+            "MLFLOW_TRACKING_URI": tracking_uri,
+        }
         code, seconds = procs.run(
             [str(env.interpreter), str(DRIVER), *argv], env=environ, log=log, timeout=timeout, cwd=workdir
         )

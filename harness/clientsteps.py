@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,8 @@ class ClientSteps:
     dir: CellDir
     timings: MutableMapping[str, float]
     launch: str = "fork"  # how client processes start (harness/clients.py: fork or spawn)
+    # What every client process of a version gets from the cell's features (credentials, endpoints).
+    client_env: Callable[[MlflowVersion], dict[str, str]] = lambda version: {}
 
     # -- the cell's steps ---------------------------------------------------------------------------
     def write(self, phase: str, client: Env, server: RunningServer) -> None:
@@ -231,7 +233,7 @@ class ClientSteps:
         started = time.monotonic()
         outcome = run_driver(client, step, plan, tracking_uri=server.url, out=self.dir.logs / f"{stem}.json",
                              log=self.dir.logs / f"{stem}.log", workdir=self.dir.scratch,
-                             launch=self.launch)  # fmt: skip
+                             launch=self.launch, extra_env=self.client_env(client.version))  # fmt: skip
         self.timings["client"] += time.monotonic() - started
         return ClientRun(name, phase, client, server, stem, outcome)
 

@@ -1,7 +1,10 @@
 """One virtualenv per (MLflow spec, Python), built with uv and reused across cells and runs.
 
 The cache key hashes everything that goes into an env (spec identity, interpreter, requirements,
-this module's format), so a changed recipe builds a new env instead of reusing a stale one. Builds
+this module's format), so a changed recipe builds a new env instead of reusing a stale one. Scenarios may
+ask for packages beside mlflow (their ``PACKAGES``, e.g. scikit-learn): those are resolved by uv together
+with mlflow's own pins, so each version gets the newest release compatible with it, and they are part of the
+requirements and so of the key; an env without packages keeps the key it always had. Builds
 take a file lock per key: parallel workers asking for the same env wait for one build. An env is
 complete only once its manifest is written; a half-built directory is removed and rebuilt.
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import uv
 from filelock import FileLock
+from packaging.requirements import Requirement
 
 from harness import pythons
 from harness.index import requires_python
@@ -70,6 +74,7 @@ if os.path.isdir(mig):
     head = ScriptDirectory.from_config(cfg).get_current_head()
     compileall.compile_dir(mig, quiet=1)
 not_warmed = []
+packages = {name: v(name) for name in PACKAGES}
 for name in WARM:
     try:
         importlib.import_module(name)
@@ -77,7 +82,7 @@ for name in WARM:
         not_warmed.append("%s: %s" % (name, exc))
 print(json.dumps({"mlflow": v("mlflow"), "mlflow_skinny": v("mlflow-skinny"), "sqlalchemy": v("sqlalchemy"),
                   "alembic": v("alembic"), "python": "%d.%d.%d" % sys.version_info[:3], "schema_head": head,
-                  "not_warmed": not_warmed}))
+                  "not_warmed": not_warmed, "packages": packages}))
 """
 
 
@@ -96,6 +101,8 @@ class Env:
     requirements: tuple[str, ...]
     build_seconds: float
     reused: bool = False
+    # Packages asked for beside mlflow (scenarios' PACKAGES), as (distribution, installed version).
+    packages: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def bin(self) -> Path:
@@ -123,6 +130,7 @@ class Env:
             "schema_head": self.schema_head,
             "requirements": list(self.requirements),
             "build_seconds": self.build_seconds,
+            "packages": [list(p) for p in self.packages],
         }
 
     def components(self) -> dict[str, str | None]:
@@ -131,6 +139,7 @@ class Env:
             "python": self.python,
             "sqlalchemy": self.sqlalchemy,
             "schema_head": self.schema_head,
+            **dict(self.packages),
         }
 
 
@@ -161,8 +170,9 @@ class EnvCache:
         self.root = root or cache_root() / "envs"
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def plan(self, spec: Spec) -> tuple[str, pythons.Interpreter, list[str]]:
-        """The key, interpreter and requirements an env for ``spec`` would be built with."""
+    def plan(self, spec: Spec, packages: tuple[str, ...] = ()) -> tuple[str, pythons.Interpreter, list[str]]:
+        """The key, interpreter and requirements an env for ``spec`` would be built with; ``packages`` are
+        requirements beside mlflow (sorted and deduplicated: the same set is the same env)."""
         assert spec.version is not None, "resolve `latest` first"
         interp = pythons.pick(requires_python(spec), spec.version.python_max())
         if interp is None:
@@ -170,7 +180,7 @@ class EnvCache:
                 f"no installed Python fits MLflow {spec.label} "
                 f"(requires {requires_python(spec) or 'any'}, at most {spec.version.python_max()})"
             )
-        reqs = [*spec.requirements(), *spec.version.install_requirements()]
+        reqs = [*spec.requirements(), *spec.version.install_requirements(), *sorted(set(packages))]
         material = json.dumps(
             {
                 "format": FORMAT,
@@ -185,9 +195,10 @@ class EnvCache:
         key = f"mlflow-{spec.label.replace('@', '-')}-py{interp.minor}-{digest}"
         return key, interp, reqs
 
-    def ensure(self, spec: Spec, log: Path) -> Env:
-        """Return the env for ``spec``, building it first when the cache does not have it."""
-        key, interp, reqs = self.plan(spec)
+    def ensure(self, spec: Spec, log: Path, packages: tuple[str, ...] = ()) -> Env:
+        """Return the env for ``spec`` (with ``packages`` beside mlflow), building it first when the cache
+        does not have it."""
+        key, interp, reqs = self.plan(spec, packages)
         path = self.root / key
         with FileLock(str(path) + ".lock", timeout=INSTALL_TIMEOUT_S * 2):
             manifest = path / MANIFEST
@@ -198,7 +209,7 @@ class EnvCache:
             started = time.monotonic()
             try:
                 self._build(path, spec, interp, reqs, log)
-                facts = self._probe(path, log)
+                facts = self._probe(path, log, _names(packages))
             except EnvError:
                 shutil.rmtree(path, ignore_errors=True)
                 raise
@@ -213,6 +224,7 @@ class EnvCache:
                 schema_head=facts["schema_head"],
                 requirements=tuple(reqs),
                 build_seconds=round(time.monotonic() - started, 2),
+                packages=tuple(sorted(facts.get("packages", {}).items())),
             )
             manifest.write_text(json.dumps(env.to_manifest(), indent=2))
             return env
@@ -232,7 +244,7 @@ class EnvCache:
             cmd += ["--find-links", str(links)]
         _run(cmd, log, INSTALL_TIMEOUT_S)
 
-    def _probe(self, path: Path, log: Path) -> dict:
+    def _probe(self, path: Path, log: Path, packages: tuple[str, ...] = ()) -> dict:
         environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         python = str(path / "bin" / "python")
         helper = subprocess.Popen(
@@ -242,8 +254,9 @@ class EnvCache:
             stderr=subprocess.DEVNULL,
         )
         try:
-            proc = subprocess.run([python, "-c", f"WARM = {_WARM!r}\n{_PROBE}"], env=environ,
-                                  capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+            script = f"WARM = {_WARM!r}\nPACKAGES = {packages!r}\n{_PROBE}"
+            proc = subprocess.run([python, "-c", script], env=environ, capture_output=True, text=True,
+                                  timeout=120, check=False)  # fmt: skip
         finally:
             try:
                 helper.wait(timeout=120)
@@ -257,8 +270,14 @@ class EnvCache:
         return json.loads(proc.stdout.strip().splitlines()[-1])  # the last line: imports may print
 
 
+def _names(packages: tuple[str, ...]) -> tuple[str, ...]:
+    """The distribution names of requirements (``scikit-learn>=1.0`` -> ``scikit-learn``), for the probe."""
+    return tuple(sorted({Requirement(p).name for p in packages}))
+
+
 def _load(manifest: Path) -> dict:
     data = json.loads(manifest.read_text())
     data["version"] = MlflowVersion.parse(data["version"])
     data["requirements"] = tuple(data["requirements"])
+    data["packages"] = tuple(tuple(p) for p in data.get("packages", ()))  # manifests before packages: none
     return data

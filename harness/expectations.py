@@ -1,7 +1,8 @@
 """Known incompatibilities, declared as data (harness/data/expectations.toml), applied to a cell's checks.
 
 Upstream does not promise that every new client works against every old server. A declaration names a
-check (its name, and optionally phase, scenario and backend), the client and server version ranges it
+check (its name, and optionally phase, scenario, backend and the cell features it needs: `features = ["auth"]`
+covers only cells whose servers run the auth app), the client and server version ranges it
 covers, the error that is expected (a substring, or a regular expression as ``re:PATTERN``), and why, with
 an upstream link; optionally ``written_by`` (client and server ranges and the phase of the records' writer:
 "records written by 1.x before the upgrade"). ``[[change]]`` declares an intended behaviour change the same
@@ -31,7 +32,7 @@ from typing import Any
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from harness.results import CellResult, Check, Problem, Status
+from harness.results import FEATURES, CellResult, Check, Problem, Status
 
 
 class ExpectationError(ValueError):
@@ -51,6 +52,9 @@ class Expectation:
     server: str = ""
     from_: str = ""  # on the version that created the cell's store (the path's first)
     backends: tuple[str, ...] = field(default_factory=tuple)  # empty = every backend
+    features: tuple[str, ...] = field(
+        default_factory=tuple
+    )  # cells with all of these ("auth", "s3"); empty = any
     # Only records written by these (keys client, server: version ranges; phase: a phase name); empty = any.
     written_by: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
@@ -59,6 +63,8 @@ class Expectation:
         if check.name != self.check or (self.phase and not in_phase(check.phase, self.phase)):
             return False
         if self.backends and result.backend not in self.backends:
+            return False
+        if not set(self.features) <= result.features:
             return False
         if not _within(result.from_, self.from_):
             return False
@@ -110,7 +116,7 @@ def _within(version: str | None, spec: str) -> bool:
 
 
 REQUIRED = ("id", "check", "error", "reason")
-OPTIONAL = ("link", "phase", "scenario", "client", "server", "from", "backends", "written_by")
+OPTIONAL = ("link", "phase", "scenario", "client", "server", "from", "backends", "features", "written_by")
 
 
 CHANGE_CHECK = "differential"  # what a [[change]] declares: the candidate answers otherwise than its baseline
@@ -155,12 +161,15 @@ def parse(data: dict[str, Any], source: str) -> list[Expectation]:
                 re.compile(item["error"][3:])
             except re.error as exc:
                 raise ExpectationError(f"{source}: {item['id']}: bad pattern: {exc}") from None
-        fields = {k: v for k, v in item.items() if k not in ("from", "backends", "written_by")}
+        if set(item.get("features", ())) - set(FEATURES):
+            raise ExpectationError(f"{source}: {item['id']}: features may name {', '.join(FEATURES)}")
+        fields = {k: v for k, v in item.items() if k not in ("from", "backends", "features", "written_by")}
         out.append(
             Expectation(
                 **fields,
                 from_=item.get("from", ""),
                 backends=tuple(item.get("backends", ())),
+                features=tuple(item.get("features", ())),
                 written_by=tuple(sorted(written_by.items())),
             )
         )

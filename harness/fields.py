@@ -100,6 +100,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "metrics",
     )
     | {"params": {MAP: None}, "tags": {MAP: None}},
+    # scenarios/models.py: one model as each URI route gives it (runs, version, alias, logged)
+    "model_load": _leaves("name", "version") | {"uris": {MAP: None}, "routes": {MAP: None}},
 }
 
 _SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[([^\]]*)\]")

@@ -8,7 +8,8 @@ installed in the build with no network (air-gapped CI works the same). The env's
 requires (pip, wheel, setuptools from `uv venv --seed`) stay out: they need not agree with the rest (wheel
 0.48 needs packaging>=24 beside mlflow 1.30.1's packaging<22), and the image's `pip install` checks that
 the whole set does. With no registry at all, `bootstrap` makes a
-Debian base with debootstrap + `docker import`, and database images from Debian's packages. Which database
+Debian base with debootstrap + `docker import`, and database images from Debian's packages. The run's S3
+server image (moto) is made the way server images are, from the object store's own local env. Which database
 image a backend wants (its default, its bootstrap recipe) is the backend's (harness.backends); choosing
 it for a run is harness.runtime.docker's.
 """
@@ -247,18 +248,24 @@ def needed(roots: list[str], dists: dict[str, list[str]], markers: dict[str, str
 def _frozen(env: Env, wheels: Path) -> str:
     """The packages the env's MLflow runs on (see the module's docstring), pinned to the env's versions, as
     requirements; local wheels (candidate builds) are copied beside them."""
+    return _frozen_at(env.interpreter, list(env.requirements), wheels, env.environ())
+
+
+def _frozen_at(python: Path, roots: list[str], wheels: Path, environ: dict[str, str] | None) -> str:
+    """What `_frozen` says, for the venv of ``python`` built from the requirements ``roots`` (``environ``: the
+    probe's environment; None: this process's)."""
     proc = subprocess.run(
-        [uv.find_uv_bin(), "pip", "freeze", "--python", str(env.interpreter)],
+        [uv.find_uv_bin(), "pip", "freeze", "--python", str(python)],
         capture_output=True,
         text=True,
         check=True,
     )
-    probe = subprocess.run([str(env.interpreter), "-c", _METADATA], env=env.environ(), capture_output=True,
+    probe = subprocess.run([str(python), "-c", _METADATA], env=environ, capture_output=True,
                            text=True, check=False, timeout=120)  # fmt: skip
     if probe.returncode != 0:
-        raise ImageError(f"reading the packages of {env.path} failed: {probe.stderr.strip()[-1000:]}")
+        raise ImageError(f"reading the packages of {python} failed: {probe.stderr.strip()[-1000:]}")
     facts = json.loads(probe.stdout.strip().splitlines()[-1])
-    keep = needed(list(env.requirements), facts["dists"], facts["markers"])
+    keep = needed(roots, facts["dists"], facts["markers"])
     lines = []
     for line in proc.stdout.splitlines():
         name = line.partition(" @ ")[0].partition("==")[0].strip()
@@ -289,12 +296,38 @@ def server_image(env: Env, base: Choice) -> Choice:
         if have(tag):
             return Choice(tag, base.note)
         remote = [r for r in requirements.splitlines() if " @ file://" not in r]
-        pip_wheel = [str(env.interpreter), "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels)]
-        _run([*pip_wheel, *remote], f"fetching wheels for MLflow {env.version}")
-        context = owner.mkdtemp("mlflow-compat-ctx-")
-        try:
-            shutil.copytree(wheels, context / "wheels")
-            build(tag, dockerfile, context)
-        finally:
-            shutil.rmtree(context, ignore_errors=True)
+        _build_from_wheels(tag, dockerfile, env.interpreter, remote, wheels, f"MLflow {env.version}")
     return Choice(tag, base.note)
+
+
+def objectstore_image(python: Path, requirement: str, version: str, base: Choice) -> Choice:
+    """The run's S3 server image (moto ``version``): the packages ``requirement`` needs in the object store's
+    local env (harness.objectstore; ``python`` is its interpreter), at that env's versions, installed from
+    wheels fetched on the host, as server images are."""
+    wheels = cache_root() / "wheels" / f"objectstore-{python.parent.parent.name}"
+    with FileLock(str(wheels) + ".lock"):
+        wheels.mkdir(parents=True, exist_ok=True)
+        requirements = _frozen_at(python, [requirement], wheels, None)
+        (wheels / "requirements.txt").write_text(requirements)
+        dockerfile = _render("moto", base=base.image, version=version, python="python3")
+        digest = _digest(dockerfile, requirements, client().images.get(base.image).id)
+        tag = f"mlflow-compat/moto:{version}-{digest}"
+        if have(tag):
+            return Choice(tag, base.note)
+        _build_from_wheels(tag, dockerfile, python, requirements.splitlines(), wheels, f"moto {version}")
+    return Choice(tag, base.note)
+
+
+def _build_from_wheels(
+    tag: str, dockerfile: str, python: Path, requirements: list[str], wheels: Path, what: str
+) -> None:
+    """Fetch ``requirements``' wheels into ``wheels`` on this machine (with ``python``'s pip), then build
+    ``tag`` from ``dockerfile`` in a context holding them: the build itself needs no network."""
+    pip_wheel = [str(python), "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels)]
+    _run([*pip_wheel, *requirements], f"fetching wheels for {what}")
+    context = owner.mkdtemp("mlflow-compat-ctx-")
+    try:
+        shutil.copytree(wheels, context / "wheels")
+        build(tag, dockerfile, context)
+    finally:
+        shutil.rmtree(context, ignore_errors=True)

@@ -26,7 +26,7 @@ from harness import databases, expectations, scenarios
 from harness.backends import BACKENDS, Backend, backend_names
 from harness.clients import LAUNCHES
 from harness.config import RunConfig
-from harness.plan import default_matrix, default_paths
+from harness.plan import ARTIFACT_STORES, default_matrix, default_paths
 from harness.rundir import RunDir
 from harness.runtime import RUNTIMES
 from harness.specs import SpecError, parse_path, parse_spec
@@ -155,6 +155,11 @@ def _jobs(v: Value, get: Lookup) -> Value:
 
 
 def _scenarios(v: Value, get: Lookup) -> Value:
+    if v.source == "default":  # the default selection, and what the profile adds to it (e.g. the nightly's)
+        profile = get("profile").value
+        extra = tuple(default_matrix(profile).get("extra_scenarios", ()))
+        if extra:
+            return Value((*scenarios.default_names(), *extra), f"profile {profile}")
     names = tuple(n.strip() for n in v.value.split(",") if n.strip())
     if names == ("none",):
         names = ()
@@ -166,6 +171,13 @@ def _scenarios(v: Value, get: Lookup) -> Value:
         )
     if not names and not get("scripts").value:
         raise BadInput("--scenarios none leaves nothing to run: add --scenario PATH")
+    if v.source != "default":  # a named scenario that exists for a feature no cell of the run has
+        has = {"auth"} if True in get("auth").value else set()
+        has |= {"s3"} if "s3" in get("artifact_stores").value else set()
+        for name in names:
+            if missing := set(scenarios.builtin()[name].needs) - has:
+                flag = {"auth": "--auth", "s3": "--artifact-store s3"}
+                raise BadInput(f"scenario {name} needs {' and '.join(flag[m] for m in sorted(missing))}")
     return Value(names, v.source)
 
 
@@ -267,6 +279,29 @@ def _flag(v: Value, get: Lookup) -> Value:
     return Value(bool(v.value), v.source)
 
 
+def _auth(v: Value, get: Lookup) -> Value:
+    """--auth: every cell's servers run the basic-auth app; else the profile's variants (off, or both)."""
+    if v.source != "default":
+        if str(v.value).lower() not in ("1", "true", "yes", "on"):
+            raise BadInput(
+                f"{v.source.removeprefix('environment ')}={v.value!r}: expected 1/true to turn auth on"
+            )
+        return Value((True,), v.source)
+    profile = get("profile").value
+    return Value(tuple(bool(a) for a in default_matrix(profile).get("auth", [False])), f"profile {profile}")
+
+
+def _artifact_stores(v: Value, get: Lookup) -> Value:
+    if v.source == "default":
+        profile = get("profile").value
+        return Value(tuple(default_matrix(profile).get("artifact_stores", ["local"])), f"profile {profile}")
+    given = v.value.split(",") if isinstance(v.value, str) else v.value
+    for name in given:
+        if name not in ARTIFACT_STORES:
+            raise BadInput(f"unknown artifact store {name!r} (choose from {', '.join(ARTIFACT_STORES)})")
+    return Value(tuple(dict.fromkeys(given)), v.source)
+
+
 # -- the options ---------------------------------------------------------------------------------------
 def _server_backends() -> list[Backend]:
     """The backends that run on a database server this machine can have: each gets `--X-url` and
@@ -324,6 +359,17 @@ def _declare() -> list[Option]:
                argparse={"metavar": "VERSION"}, commands=("run",), report=False),
         Option("to", ("--to",), help="upgrade to this MLflow (with --from)",
                argparse={"metavar": "VERSION"}, commands=("run",), report=False),
+        Option("auth", ("--auth",),
+               help="every server runs the basic-auth app (2.5+) with an auth database of its own; cells "
+               "whose path has an older server are left out (default: the profile's, off for smoke)",
+               env="MLFLOW_COMPAT_AUTH", argparse=flag, check=_auth,
+               show=lambda variants: ["on" if a else "off" for a in variants]),
+        Option("artifact_stores", ("--artifact-store",),
+               help=f"where servers keep artifacts, repeatable ({', '.join(ARTIFACT_STORES)}: an S3 "
+               "bucket per cell on an S3 server the run starts); default: the profile's, local for smoke",
+               env="MLFLOW_COMPAT_ARTIFACT_STORE",
+               argparse={"action": "append", "metavar": "STORE", "dest": "artifact_store"},
+               check=_artifact_stores, show=list),
         Option("clients", ("--clients",), help="client versions for every cell (default: the path's ends)",
                argparse={"metavar": "V1,V2"}, commands=("run",), default_source="default (each path's ends)",
                check=_clients, show=lambda specs: None if specs is None else [s.label for s in specs]),

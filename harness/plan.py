@@ -1,4 +1,11 @@
-"""The matrix: which cells a run has. The default matrix is data (harness/data/matrix.toml)."""
+"""The matrix: which cells a run has. The default matrix is data (harness/data/matrix.toml).
+
+A cell is a backend store x an upgrade path x its client versions, and the features its servers run with:
+the basic-auth app (`auth`) and where artifacts go (`artifact_store`: the store's local directory, or an
+S3 bucket). Scenarios that exist for a feature (a scenario's ``NEEDS``) are part of a cell only when the
+cell has that feature. What does not live here: how a feature is set up for a server (harness/cell.py and
+the runtimes), the options that choose them (harness/options.py).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.version import Version
 
-from harness.scenarios import default_names
+from harness.backends import BACKENDS
+from harness.results import features_of
+from harness.scenarios import builtin, default_names, fitting
 from harness.specs import Spec, parse_path, parse_spec
 from harness.versions import MlflowVersion
 
@@ -39,6 +48,35 @@ def oldest_supported() -> str:
 
 
 DISCOVERY = ("newest-patch-per-minor", "every-patch")
+ARTIFACT_STORES = ("local", "s3")  # where a cell's servers keep artifacts
+AUTH_CAPABILITY = "auth_app"  # every server of an auth cell needs it (harness/data/versions.toml)
+
+
+def auth_lacking(path: tuple[Spec, ...]) -> str | None:
+    """Why a path's servers cannot all run the auth app (None when they can)."""
+    for spec in path:
+        if spec.version is not None and (why := spec.version.lacks((AUTH_CAPABILITY,))):
+            return why
+    return None
+
+
+def backend_lacking(backend: str, path: tuple[Spec, ...]) -> str | None:
+    """Why ``path`` cannot run on ``backend`` (None when it can): e.g. a file store migrated into SQLite by a
+    TO version without `mlflow migrate-filestore`."""
+    return BACKENDS[backend].path_lacks(tuple(s.version for s in path))
+
+
+def left_out(backends: list[str], paths: list[tuple[Spec, ...]], auth: tuple[bool, ...]) -> dict[str, str]:
+    """The cells `plan_cells` leaves out, and why: {"backend:path" or "path [auth]": reason}."""
+    out: dict[str, str] = {}
+    for p in paths:
+        label = "->".join(s.label for s in p)
+        if True in auth and (why := auth_lacking(p)):
+            out[f"{label} [auth]"] = why
+        for b in backends:
+            if why := backend_lacking(b, p):
+                out[f"{b}:{label}"] = why
+    return out
 
 
 def discover(kind: str, since: str, releases: list[Release]) -> tuple[list[MlflowVersion], list[str]]:
@@ -72,10 +110,24 @@ class CellPlan:
     path: tuple[Spec, ...]
     clients: tuple[Spec, ...]
     runtime: str = "local"
-    scenarios: tuple[str, ...] = field(default_factory=default_names)  # built-in scenarios, by name
+    # Built-in scenarios, by name; by default those of the default selection a cell without features has.
+    scenarios: tuple[str, ...] = field(default_factory=lambda: fitting(default_names(), frozenset()))
     scripts: tuple[str, ...] = ()  # users' own scripts (--scenario PATH), absolute paths
     # The gate's differential pass: every client against FROM's server and TO's, fresh stores, compared.
     differential: bool = False
+    auth: bool = False  # every server runs the basic-auth app, with its own auth database
+    artifact_store: str = "local"  # one of ARTIFACT_STORES
+
+    def __post_init__(self) -> None:
+        known = builtin()
+        for name in self.scenarios:
+            if missing := set(known[name].needs) - self.features:
+                raise ValueError(f"scenario {name} needs a cell with {', '.join(sorted(missing))}")
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The cell's features, as scenarios name them in NEEDS."""
+        return features_of(self.auth, self.artifact_store)
 
     @property
     def id(self) -> str:
@@ -83,6 +135,10 @@ class CellPlan:
         default = (self.path[0], self.path[-1])
         if tuple(s.label for s in self.clients) != tuple(s.label for s in default):
             cid += f"[clients={','.join(s.label for s in self.clients)}]"
+        if self.artifact_store != "local":
+            cid += f"[artifacts={self.artifact_store}]"
+        if self.auth:
+            cid += "[auth]"
         return cid
 
     @property
@@ -100,6 +156,8 @@ class CellPlan:
             "scenarios": list(self.scenarios),
             "scripts": list(self.scripts),
             "differential": self.differential,
+            "auth": self.auth,
+            "artifact_store": self.artifact_store,
         }
 
     @classmethod
@@ -120,6 +178,8 @@ class CellPlan:
             scenarios=tuple(data["scenarios"]),
             scripts=tuple(data["scripts"]),
             differential=bool(data.get("differential", False)),
+            auth=bool(data.get("auth", False)),
+            artifact_store=data.get("artifact_store", "local"),
         )
 
 
@@ -136,23 +196,35 @@ def plan_cells(
     scenarios: tuple[str, ...] | None = None,
     scripts: tuple[str, ...] = (),
     differential_from: str | None = None,
+    auth: tuple[bool, ...] = (False,),
+    artifact_stores: tuple[str, ...] = ("local",),
 ) -> list[CellPlan]:
-    """One cell per path and backend; ``differential_from`` (the gate's baseline) adds the differential pass
-    to the cells whose path starts at that version."""
+    """One cell per path, backend, auth variant and artifact store; ``differential_from`` (the gate's
+    baseline) adds the differential pass to the cells whose path starts at that version. An auth cell whose
+    path has a server without the auth app, and a cell its backend cannot run the path on, is not planned
+    (`left_out` says which and why). Each cell gets the chosen scenarios its features allow (their NEEDS)."""
     chosen = default_names() if scenarios is None else scenarios
-    cells = [
-        CellPlan(
-            backend=b,
-            path=p,
-            clients=clients or default_clients(p),
-            runtime=runtime,
-            scenarios=chosen,
-            scripts=scripts,
-            differential=differential_from is not None and p[0].raw == differential_from,
-        )
-        for p in paths
-        for b in backends
-    ]
+    cells = []
+    for p in paths:
+        for b in backends:
+            if backend_lacking(b, p):
+                continue
+            for with_auth in auth:
+                if with_auth and auth_lacking(p):
+                    continue
+                for artifacts in artifact_stores:
+                    cell = CellPlan(
+                        backend=b,
+                        path=p,
+                        clients=clients or default_clients(p),
+                        runtime=runtime,
+                        scenarios=fitting(chosen, features_of(with_auth, artifacts)),
+                        scripts=scripts,
+                        differential=differential_from is not None and p[0].raw == differential_from,
+                        auth=with_auth,
+                        artifact_store=artifacts,
+                    )
+                    cells.append(cell)
     seen: set[str] = set()
     unique = []
     for cell in cells:

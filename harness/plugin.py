@@ -28,6 +28,7 @@ from harness.config import RunConfig
 from harness.databases import DatabaseServer
 from harness.envs import EnvCache
 from harness.expectations import Expectation
+from harness.objectstore import ObjectStore, ObjectStoreUnavailable
 from harness.plan import CellPlan
 from harness.results import CellResult, Status
 from harness.rundir import PLAN_FILE, RunDir
@@ -68,6 +69,12 @@ class Worker:
                 self.databases[backend] = self.scope.database(backend)
             except DatabaseUnavailable as exc:
                 self.unavailable[backend] = str(exc)
+        self.object_store: ObjectStore | None = None
+        self.object_store_unavailable: str | None = None
+        try:
+            self.object_store = self.scope.object_store()
+        except ObjectStoreUnavailable as exc:
+            self.object_store_unavailable = str(exc)
 
     def context(self, plan: CellPlan) -> CellContext:
         return CellContext(
@@ -80,6 +87,8 @@ class Worker:
             run_id=self.run_dir.run_id,
             expectations=self.expectations,
             client_launch=self.config.client_launch,
+            object_store=self.object_store,
+            object_store_unavailable=self.object_store_unavailable,
         )
 
     def close(self) -> None:

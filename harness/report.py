@@ -73,13 +73,14 @@ def load_run(run_dir: RunDir) -> RunResult:
 
 
 def _grid(run: RunResult) -> tuple[list[str], list[tuple[str, dict[str, str]]]]:
-    """Rows: upgrade paths (with clients when not the default); columns: backends."""
-    backends = sorted({c.backend for c in run.cells}, key=backend_order().index)
+    """Rows: upgrade paths (with clients when not the default); columns: backends, each with the features its
+    cells ran with (an S3 artifact store, the auth app) as a column of its own."""
+    by_column = {c.column: c for c in run.cells}
+    columns = sorted(by_column, key=lambda k: (backend_order().index(by_column[k].backend), k))
     rows: dict[str, dict[str, str]] = defaultdict(dict)
     for cell in run.cells:
-        row = cell.id.split(":", 1)[1]
-        rows[row][cell.backend] = SYMBOL[cell.status.value]
-    return backends, list(rows.items())
+        rows[cell.row][cell.column] = SYMBOL[cell.status.value]
+    return columns, list(rows.items())
 
 
 def _phase_totals(run: RunResult) -> list[tuple[str, float, float]]:
@@ -150,7 +151,7 @@ def render_html(run: RunResult, changes: Changes | None = None) -> str:
     cells = _html_cells(run)
     grid: dict[str, dict[str, HtmlCell]] = defaultdict(dict)
     for cell in cells:
-        grid[cell.result.id.split(":", 1)[1]][cell.result.backend] = cell
+        grid[cell.result.row][cell.result.column] = cell
     return (
         _environment(autoescape=True)
         .get_template("report.html.j2")

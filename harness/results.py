@@ -138,6 +138,27 @@ class CellResult:
     seconds: float = 0.0
     dir: str = ""  # the cell's directory, relative to the run directory
     summary: str = ""  # one line: why the cell is not `pass`
+    auth: bool = False  # its servers ran the basic-auth app
+    artifact_store: str = "local"  # where its servers kept artifacts (harness.plan.ARTIFACT_STORES)
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The features its servers ran with, as scenarios and declarations name them."""
+        return features_of(self.auth, self.artifact_store)
+
+    @property
+    def column(self) -> str:
+        """Its column in the report's grid: the backend, and the features its servers ran with."""
+        features = [f"{self.artifact_store} artifacts"] if self.artifact_store != "local" else []
+        return " + ".join([self.backend, *features, *(["auth"] if self.auth else [])])
+
+    @property
+    def row(self) -> str:
+        """Its row in the report's grid: the upgrade path (with the clients when not the default)."""
+        row = self.id.split(":", 1)[1]
+        for suffix in (f"[artifacts={self.artifact_store}]", "[auth]"):
+            row = row.replace(suffix, "")
+        return row
 
     @property
     def from_(self) -> str:
@@ -188,6 +209,14 @@ class CellResult:
     @classmethod
     def read(cls, path: Path) -> CellResult:
         return cls.from_json(json.loads(path.read_text()))
+
+
+FEATURES = ("auth", "s3")  # a cell's features, as scenarios (NEEDS) and declarations (features) name them
+
+
+def features_of(auth: bool, artifact_store: str) -> frozenset[str]:
+    """A cell's features ("auth": its servers run the basic-auth app; "s3": they keep artifacts in S3)."""
+    return frozenset({"auth"} if auth else set()) | ({"s3"} if artifact_store == "s3" else set())
 
 
 def _who(check: Check) -> str:

@@ -33,7 +33,15 @@ import pytest
 from harness import __version__, durations, images, index, owner, pythons
 from harness.config import RunConfig
 from harness.options import BadInput, Options, parse
-from harness.plan import CellPlan, default_matrix, discover, dump_plan, oldest_supported, plan_cells
+from harness.plan import (
+    CellPlan,
+    default_matrix,
+    discover,
+    dump_plan,
+    left_out,
+    oldest_supported,
+    plan_cells,
+)
 from harness.report import collect, load_run, write_reports
 from harness.results import RunResult
 from harness.rundir import RunDir
@@ -188,10 +196,14 @@ def plan(run: Run) -> None:
     """The cells this run (or this shard of it) has, after `resolve`. None at all is bad input, with why:
     a run that tests nothing must not pass."""
     opts = run.opts
-    cells = plan_cells(*(opts.value(n) for n in ("backends", "paths", "clients", "runtime", "scenarios",
-                                                 "scripts", "differential")))  # fmt: skip
+    names = ("backends", "paths", "clients", "runtime", "scenarios", "scripts", "differential", "auth",
+             "artifact_stores")  # fmt: skip
+    cells = plan_cells(*(opts.value(n) for n in names))
+    if left := left_out(opts.value("backends"), opts.value("paths"), opts.value("auth")):
+        opts.resolved["left out"] = "; ".join(f"{what}: {why}" for what, why in left.items())
+        opts.notes.append(f"cells left out: {opts.resolved['left out']}")
     if not cells:
-        why = [opts.resolved[k] for k in ("dropped", "excluded") if opts.resolved.get(k)]
+        why = [opts.resolved[k] for k in ("dropped", "excluded", "left out") if opts.resolved.get(k)]
         raise BadInput(
             f"no cell to run: no upgrade path is left (paths from {opts['paths'].source})"
             + (f": {'; '.join(why)}" if why else "")
@@ -261,10 +273,12 @@ def select(run: Run) -> None:
 
 # -- services, execute ------------------------------------------------------------------------------------
 def open_services(run: Run) -> None:
-    """Start what the cells share (one database server per backend, a Docker network) and write run.json,
-    the workers' only source of settings, with what the services published."""
+    """Start what the cells share (one database server per backend, an S3 server when a cell keeps its
+    artifacts there, a Docker network) and write run.json, the workers' only source of settings, with what
+    the services published."""
     run.config = run.opts.config(run.dir.run_id)
-    run.scope = open_run(run.config, {c.backend for c in run.cells})
+    s3 = any("s3" in c.features for c in run.cells)
+    run.scope = open_run(run.config, {c.backend for c in run.cells}, object_store=s3)
     run.opts.resolved.update(run.scope.facts)
     run.secrets_dir = owner.mkdtemp("mlflow-compat-secrets-")
     run.config.with_services(run.scope.published()).write(run.dir.config, run.secrets_dir)

@@ -2,8 +2,11 @@
 
 A scenario module defines ``write(ctx) -> record`` and ``read(ctx, record) -> observed`` and a module-level
 ``REQUIRES`` tuple of capability names (harness/data/versions.toml), and optionally ``STORE_REQUIRES``
-({backend: capabilities}) for what the server needs on a given store, and ``DEFAULT = False`` when it is too
-costly for the default selection (it then runs only when named). The harness reads these without
+({backend: capabilities}) for what the server needs on a given store, ``DEFAULT = False`` when it is too
+costly for the default selection (it then runs only when named), ``PACKAGES`` (requirements it needs in
+every env that runs it, beside mlflow, e.g. ("scikit-learn",): resolved into the version's env, keyed into
+the env cache) and ``NEEDS`` (cell features it exists for, e.g. ("auth",): it is part of a cell only when
+the cell has them; see harness/plan.py). The harness reads these without
 importing the module (it imports mlflow, which only the clients' venvs have), and skips a scenario for a
 client version that lacks a capability, or a server whose store lacks one, with that reason. A user's own
 script (``--scenario PATH``) runs through scenarios/script.py, which learns what it wrote from the server.
@@ -18,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.paths import SCENARIOS_DIR
+from harness.results import FEATURES
 from harness.versions import MlflowVersion
 
 NOT_SCENARIOS = {"driver", "forkserver", "common", "script"}  # the runners, helpers, user-script adapter
 SCRIPT_PREFIX = "script:"
+DECLARATIONS = ("REQUIRES", "STORE_REQUIRES", "DEFAULT", "PACKAGES", "NEEDS")
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,10 @@ class Scenario:
     store_requires: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False, compare=False)
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     default: bool = True  # in the default selection (False: only when named, e.g. --scenarios metric_pages)
+    packages: tuple[str, ...] = ()  # requirements beside mlflow in every env that runs it
+    needs: tuple[
+        str, ...
+    ] = ()  # cell features (results.FEATURES) it needs: a cell without them leaves it out
 
     def lacks(self, client: MlflowVersion, server: MlflowVersion, backend: str) -> str | None:
         """Why this scenario cannot run with ``client`` against ``server`` on ``backend`` (None when it can):
@@ -49,14 +58,13 @@ class Scenario:
 
 
 def _declared(path: Path) -> tuple[str, dict[str, Any]]:
-    """A module's first docstring paragraph and its declarations (REQUIRES, STORE_REQUIRES, DEFAULT), read
-    without importing it."""
+    """A module's first docstring paragraph and its declarations (DECLARATIONS), read without importing it."""
     tree = ast.parse(path.read_text())
     declared: dict[str, Any] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign):
             for target in node.targets:
-                if isinstance(target, ast.Name) and target.id in ("REQUIRES", "STORE_REQUIRES", "DEFAULT"):
+                if isinstance(target, ast.Name) and target.id in DECLARATIONS:
                     declared[target.id] = ast.literal_eval(node.value)
     doc = (ast.get_docstring(tree) or "").split("\n\n")[0].replace("\n", " ")
     return doc, declared
@@ -73,8 +81,17 @@ def builtin() -> dict[str, Scenario]:
         store = {backend: tuple(caps) for backend, caps in declared.get("STORE_REQUIRES", {}).items()}
         requires = tuple(declared.get("REQUIRES", ()))
         found[path.stem] = Scenario(
-            path.stem, path, doc, requires, store, default=declared.get("DEFAULT", True)
+            path.stem,
+            path,
+            doc,
+            requires,
+            store,
+            default=declared.get("DEFAULT", True),
+            packages=tuple(declared.get("PACKAGES", ())),
+            needs=tuple(declared.get("NEEDS", ())),
         )
+        if unknown := set(found[path.stem].needs) - set(FEATURES):
+            raise ValueError(f"{path}: NEEDS names unknown features {sorted(unknown)} (known: {FEATURES})")
     return dict(sorted(found.items(), key=lambda item: (item[0] != "quickstart", item[0])))
 
 
@@ -88,6 +105,12 @@ def resolve(names: tuple[str, ...], scripts: tuple[str, ...] = ()) -> list[Scena
     """The scenarios of a cell: built-ins by name, then user scripts by path."""
     known = builtin()
     return [known[n] for n in names] + [user_script(Path(s)) for s in scripts]
+
+
+def fitting(names: tuple[str, ...], features: frozenset[str]) -> tuple[str, ...]:
+    """The built-in scenarios among ``names`` a cell with ``features`` has: those whose NEEDS it meets."""
+    known = builtin()
+    return tuple(n for n in names if set(known[n].needs) <= features)
 
 
 def all_names() -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from harness import procs
+from harness.features._base import ServerSetup
 from harness.versions import MlflowVersion
 from harness.waiting import HttpHealth, NotReady, start_with_retries
 
@@ -70,22 +71,37 @@ class Launch:
 
 
 def launch(
-    version: MlflowVersion, *, store_uri: str, artifacts_dir: str, host: str, port: int, file_store: bool
+    version: MlflowVersion,
+    *,
+    store_uri: str,
+    artifacts_dir: str,
+    host: str,
+    port: int,
+    file_store: bool,
+    setup: ServerSetup | None = None,
 ) -> Launch:
+    """The command line of a server of ``version``; ``setup``: what the cell's features add (an app, where
+    artifacts go instead of ``artifacts_dir``, arguments and environment)."""
+    setup = setup or ServerSetup()
     args = ["server", "--backend-store-uri", store_uri, "--host", host, "--port", str(port), "--workers", "1"]
+    if setup.server_app:
+        args += ["--app-name", setup.server_app]
     # 3.x servers start a job runner and huey consumers that leave temp stores in /dev/shm after every
     # shutdown; jobs are not what this harness tests, so they are off (a no-op for versions without them).
     env: dict[str, str] = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    artifacts = setup.artifacts or artifacts_dir
     if version.supports_serve_artifacts():
-        args += ["--serve-artifacts", "--artifacts-destination", artifacts_dir]
+        args += ["--serve-artifacts", "--artifacts-destination", artifacts]
         mode = "proxied"
     else:
         # No proxying before 1.23: clients write straight to this path, which they must be able to reach.
-        args += ["--default-artifact-root", artifacts_dir]
+        args += ["--default-artifact-root", artifacts]
         mode = "direct (shared filesystem)"
     if file_store and version.needs_file_store_opt_in():
         env["MLFLOW_ALLOW_FILE_STORE"] = "true"
-    return Launch(args=args, env=env, artifact_mode=mode)
+    return Launch(
+        args=[*args, *setup.args], env={**env, **setup.env}, artifact_mode=setup.artifact_mode or mode
+    )
 
 
 class Serving(Protocol):

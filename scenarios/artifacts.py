@@ -6,7 +6,7 @@ import random
 
 import mlflow
 
-from common import Window, expected_run, file_meta, snapshot_run
+from common import Window, expected_run, file_meta, snapshot_run, write_tree
 
 REQUIRES = ()
 
@@ -22,11 +22,7 @@ FILES = {
 def write(ctx):
     window = Window()
     root = os.path.join(ctx.scratch, f"artifacts-{ctx.token}")
-    for path, data in FILES.items():
-        local = os.path.join(root, path)
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        with open(local, "wb") as fh:
-            fh.write(data)
+    write_tree(root, FILES)
     mlflow.set_experiment("compat-artifacts")
     with mlflow.start_run() as run:
         mlflow.set_tags(ctx.tags)

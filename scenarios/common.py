@@ -84,6 +84,15 @@ def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
+def write_tree(root, files):
+    """``files`` ({relative path: bytes}) written under ``root``, directories made as needed."""
+    for path, data in files.items():
+        local = os.path.join(root, path)
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        with open(local, "wb") as fh:
+            fh.write(data)
+
+
 def file_meta(data):
     return {"size": len(data), "sha256": sha256(data)}
 

@@ -12,7 +12,8 @@ from common import (
 )
 
 REQUIRES = ()
-STORE_REQUIRES = {"file": ("file_store_registry",)}  # before 2.0 only database stores had one
+# before 2.0 only database stores had one (file_to_sqlite: a file store until its upgrade migrates it)
+STORE_REQUIRES = {"file": ("file_store_registry",), "file_to_sqlite": ("file_store_registry",)}
 
 
 def _search(client, name):

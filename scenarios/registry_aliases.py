@@ -4,7 +4,8 @@ resolve each alias to its version (in full)."""
 from common import Window, check_registry_times, expect, snapshot_registered_model, version_entity
 
 REQUIRES = ("registry_aliases",)
-STORE_REQUIRES = {"file": ("file_store_registry",)}
+# before 2.0 only database stores had one (file_to_sqlite: a file store until its upgrade migrates it)
+STORE_REQUIRES = {"file": ("file_store_registry",), "file_to_sqlite": ("file_store_registry",)}
 
 
 def _snapshot(client, name, aliases):

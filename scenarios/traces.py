@@ -2,7 +2,16 @@
 and a trace tag, logged through MlflowClient to the tracking server; read back by id in full (the trace's
 id, experiment, status and user tags; every span's name, parent, inputs, outputs, user attributes and
 status) and found again by search_traces. Not a default scenario: `--scenarios traces` (or a cell of its
-own in the tests) runs it."""
+own in the tests) runs it.
+
+Traces are exported synchronously (MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=false, a documented setting; clients
+without it ignore it): with the default background export, a 3.17 client sends a trace's spans
+(`log_spans`, kept in the spans table) and its info (`start_trace`, then the traces.json artifact unless the
+server already holds the spans) in whatever order its export threads run, so whether an older client can
+read the trace changed from one run to the next. Synchronously the spans always go first: the same store
+every time."""
+
+import os
 
 import mlflow
 
@@ -54,7 +63,13 @@ def _snapshot(client, record):
     }
 
 
+def sync_export():
+    """Export traces in the calling thread (read when the process's exporter is made, at its first trace)."""
+    os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"
+
+
 def write(ctx):
+    sync_export()
     client = ctx.client
     # One experiment per trace: search_traces loads every trace it finds, and a client that cannot load one
     # (a 2.x client, a trace written by 3.x) would fail on a record that is not its own.

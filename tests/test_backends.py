@@ -22,8 +22,12 @@ TEMPLATES = REPO / "harness" / "templates" / "docker"
 
 def test_the_registry_finds_one_module_per_backend_in_report_order() -> None:
     modules = sorted(p.stem for p in (REPO / "harness" / "backends").glob("[!_]*.py"))
-    assert sorted(BACKENDS) == modules == ["file", "mssql", "mysql", "postgres", "sqlite"]
-    assert backend_names() == ["file", "sqlite", "postgres", "mysql", "mssql"] == backends.backend_order()
+    assert sorted(BACKENDS) == modules == ["file", "file_to_sqlite", "mssql", "mysql", "postgres", "sqlite"]
+    assert (
+        backend_names()
+        == ["file", "file_to_sqlite", "sqlite", "postgres", "mysql", "mssql"]
+        == backends.backend_order()
+    )
     assert DATABASE_BACKENDS == ("postgres", "mysql", "mssql")
     assert sorted(fields.BACKENDS) == modules, (
         "the fields table knows every backend, read from the same files"
@@ -36,7 +40,7 @@ def test_each_descriptor_is_consistent(name: str) -> None:
     assert b.name == name and b.label == name and b.store.backend == name
     assert [x.order for x in BACKENDS.values()] == sorted({x.order for x in BACKENDS.values()}), "distinct"
     if b.product is None:
-        assert not issubclass(b.store, DatabaseStore) and name in ("file", "sqlite")
+        assert not issubclass(b.store, DatabaseStore) and name in ("file", "file_to_sqlite", "sqlite")
         return
     p = b.product
     assert issubclass(b.store, DatabaseStore) and p.backend == name

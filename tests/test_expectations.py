@@ -214,3 +214,28 @@ def test_no_shipped_declaration_can_cover_a_regression_of_a_new_build() -> None:
         ]
         assert pinned, f"{e.id}: every version range admits a future build"
         assert len(e.error) >= 20 and e.error not in ("re:.*", "re:.+"), f"{e.id}: the error names nothing"
+
+
+def test_a_declaration_for_a_cell_feature_covers_only_the_cells_that_have_it(tmp_path: Path) -> None:
+    """The auth app failing to start on MySQL is about auth cells: a plain cell's server start that passes
+    is no stale declaration, and an auth cell's that fails is xfail."""
+    body = """
+[[expect]]
+id = "auth-on-mysql"
+check = "server-start"
+backends = ["mysql"]
+features = ["auth"]
+error = "exited with code 1"
+reason = "duplicate constraint names"
+"""
+    start = dict(name="server-start", phase="before", server="2.22.5")
+    plain = cell(Check(status=Status.PASS, detail="http://127.0.0.1:1", **start), backend="mysql")
+    apply(plain, declared(tmp_path, body))
+    assert plain.checks[0].status is Status.PASS
+    failing = Check(status=Status.FAIL, detail="server 2.22.5 exited with code 1: ...", **start)
+    with_auth = cell(failing, backend="mysql")
+    with_auth.auth = True
+    apply(with_auth, declared(tmp_path, body))
+    assert with_auth.checks[0].status is Status.XFAIL
+    with pytest.raises(ExpectationError, match="features may name auth, s3"):
+        declared(tmp_path, body.replace('features = ["auth"]', 'features = ["ldap"]'))

@@ -19,8 +19,9 @@ from harness.rundir import RunDir
 from harness.specs import parse_path
 
 # The report's options table, row by row, as it has always been (a change here changes every report).
-TABLE = ["backends", "paths", "clients", "results_dir", "select", "jobs", "runtime", "keep_stores", "profile",
-         "scenarios", "scripts", "expectations", "allow_xpass", "compare", "shard", "client_launch",
+TABLE = ["backends", "paths", "auth", "artifact_stores", "clients", "results_dir", "select", "jobs",
+         "runtime", "keep_stores", "profile", "scenarios", "scripts", "expectations", "allow_xpass",
+         "compare", "shard", "client_launch",
          "postgres_url", "mysql_url", "base_image", "docker_network", "postgres_image", "mysql_image",
          "differential", "resolved"]  # fmt: skip
 
@@ -46,6 +47,20 @@ def test_the_options_table_keeps_its_rows_values_and_sources(tmp_path: Path) -> 
     assert table["mysql_url"] == {"value": "a local server started by the run", "source": "default"}
     assert table["docker_network"] == {"value": "auto", "source": "default"}
     assert table["results_dir"]["value"] == str((tmp_path / "r").resolve())
+
+
+def test_cell_features_come_from_flags_environment_or_profile(tmp_path: Path) -> None:
+    table = parsed(tmp_path).describe()
+    assert table["auth"] == {"value": ["off"], "source": "profile smoke"}
+    assert table["artifact_stores"] == {"value": ["local"], "source": "profile smoke"}
+    opts = parsed(tmp_path, "--artifact-store", "s3", "--artifact-store", "local",
+                  environ={"MLFLOW_COMPAT_AUTH": "1"})  # fmt: skip
+    assert opts.value("auth") == (True,) and opts["auth"].source == "environment MLFLOW_COMPAT_AUTH"
+    assert opts.value("artifact_stores") == ("s3", "local")
+    with pytest.raises(options.BadInput, match=r"^unknown artifact store 'gcs' \(choose from local, s3\)$"):
+        parsed(tmp_path, environ={"MLFLOW_COMPAT_ARTIFACT_STORE": "gcs"})
+    with pytest.raises(options.BadInput, match=r"^MLFLOW_COMPAT_AUTH='maybe': expected 1/true"):
+        parsed(tmp_path, environ={"MLFLOW_COMPAT_AUTH": "maybe"})
 
 
 def test_a_profile_default_says_so(tmp_path: Path) -> None:

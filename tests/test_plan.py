@@ -1,4 +1,4 @@
-from harness.plan import CellPlan, default_matrix, default_paths, plan_cells
+from harness.plan import CellPlan, default_clients, default_matrix, default_paths, plan_cells
 from harness.specs import parse_path, parse_spec
 
 
@@ -67,3 +67,52 @@ def test_shards_split_cells_deterministically_and_completely() -> None:
     ids = [c.id for shard in shards for c in shard]
     assert sorted(ids) == sorted(c.id for c in cells) and len(ids) == len(set(ids))
     assert [c.id for c in take_shard(cells, (2, 4))] == [c.id for c in shards[1]]  # order-independent
+
+
+def test_cell_features_multiply_cells_name_them_and_choose_their_scenarios() -> None:
+    """Auth and an S3 artifact store are cell features: each variant is a cell with its own id; an auth cell
+    needs every server of its path to have the auth app (2.5+); a scenario that NEEDS a feature is part of
+    only the cells that have it, and a plan that gives it to a cell without is a harness bug."""
+    import pytest
+
+    from harness import plan as plan_module
+
+    old, new = parse_path("1.30.1:2.22.5"), parse_path("2.22.5:3.17.2")
+    cells = plan_cells(["sqlite"], [old, new], None, "local", ("quickstart", "auth"),
+                       auth=(False, True), artifact_stores=("local", "s3"))  # fmt: skip
+    ids = [c.id for c in cells]
+    assert ids == [
+        "sqlite:1.30.1->2.22.5",
+        "sqlite:1.30.1->2.22.5[artifacts=s3]",
+        "sqlite:2.22.5->3.17.2",
+        "sqlite:2.22.5->3.17.2[artifacts=s3]",
+        "sqlite:2.22.5->3.17.2[auth]",
+        "sqlite:2.22.5->3.17.2[artifacts=s3][auth]",
+    ], "1.30.1 has no auth app: its path gets no auth cell"
+    by_id = {c.id: c for c in cells}
+    assert by_id["sqlite:2.22.5->3.17.2"].scenarios == ("quickstart",)
+    assert by_id["sqlite:2.22.5->3.17.2[auth]"].scenarios == ("quickstart", "auth")
+    assert by_id["sqlite:2.22.5->3.17.2[artifacts=s3][auth]"].features == {"auth", "s3"}
+    again = CellPlan.from_json(by_id["sqlite:2.22.5->3.17.2[artifacts=s3][auth]"].to_json())
+    assert again.auth and again.artifact_store == "s3"
+    assert plan_module.auth_lacking(old) == "MLflow 1.30.1 has no auth_app (since 2.5.0)"
+    assert plan_module.auth_lacking(new) is None
+    assert plan_module.left_out(["sqlite"], [old, new], (False, True)) == {
+        "1.30.1->2.22.5 [auth]": "MLflow 1.30.1 has no auth_app (since 2.5.0)"
+    }
+    with pytest.raises(ValueError, match="scenario auth needs a cell with auth"):
+        CellPlan("sqlite", new, default_clients(new), scenarios=("auth",))
+
+
+def test_every_profile_names_only_known_scenarios_stores_and_auth_variants() -> None:
+    from harness.plan import ARTIFACT_STORES, profiles
+    from harness.scenarios import all_names, default_names
+
+    for name in profiles():
+        profile = default_matrix(name)
+        extra = profile.get("extra_scenarios", [])
+        assert set(extra) <= set(all_names()) - set(default_names()), (name, extra)
+        assert set(profile.get("artifact_stores", ["local"])) <= set(ARTIFACT_STORES), name
+        assert set(profile.get("auth", [False])) <= {False, True}, name
+    nightly = default_matrix("nightly")
+    assert nightly["auth"] == [False, True] and nightly["artifact_stores"] == ["local", "s3"]

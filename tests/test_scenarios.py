@@ -12,10 +12,14 @@ def test_builtin_scenarios_declare_what_they_need_without_being_imported() -> No
     assert set(found) == {
         "quickstart", "metric_history", "tags_and_status", "nested_and_batch", "search",
         "experiment_lifecycle", "long_values", "long_params", "artifacts", "registry", "registry_aliases",
-        "datasets", "logged_models", "metric_values", "metric_pages", "run_lifecycle", "traces",
+        "datasets", "logged_models", "metric_values", "metric_pages", "run_lifecycle", "traces", "prompts",
+        "assessments", "models", "auth", "s3_artifacts",
     }  # fmt: skip
     assert found["datasets"].requires == ("log_input",)
-    assert found["registry"].store_requires == {"file": ("file_store_registry",)}
+    assert found["registry"].store_requires == {
+        "file": ("file_store_registry",),
+        "file_to_sqlite": ("file_store_registry",),  # a file store until the upgrade
+    }
     assert all(s.doc for s in found.values()), "every scenario says what it covers"
 
 
@@ -46,7 +50,7 @@ def test_user_scripts_run_through_the_script_adapter(tmp_path: Path) -> None:
 
 
 def test_a_costly_scenario_is_known_but_not_in_the_default_selection() -> None:
-    named_only = ("metric_pages", "traces")
+    named_only = ("assessments", "metric_pages", "models", "prompts", "traces")
     for name in named_only:
         assert not scenarios.builtin()[name].default
         assert name in scenarios.all_names() and name not in scenarios.default_names()

@@ -8,10 +8,12 @@ registry that finds the descriptors in harness.backends, options generated from 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.backends._base import SqlProduct
 from harness.backends._stores import Store
+from harness.versions import MlflowVersion
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class Backend:
     def unavailable(self) -> str | None:
         """Why this backend cannot run here (one line), or None."""
         return self.refusal
+
+    def path_lacks(self, path: Sequence[MlflowVersion | None]) -> str | None:
+        """Why an upgrade path cannot run on this backend (None when it can; a version not known yet is None).
+        E.g. file_to_sqlite: the first TO version must have `mlflow migrate-filestore`."""
+        return None
 
     @property
     def has_server(self) -> bool:

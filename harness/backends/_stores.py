@@ -74,6 +74,16 @@ class Store(ABC):
     def create(self) -> None:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
 
+    def upgrade_args(self, uri: str) -> list[str]:
+        """The `mlflow` command that upgrades this store to the next version, given the store's URI as that
+        command sees it: `mlflow db upgrade` (a store that moves to another backend on upgrade says how)."""
+        return ["db", "upgrade", uri]
+
+    def skips(self, step: str) -> str | None:
+        """Why the schema step named ``step`` (harness/cell.py) has nothing to do on this store as it is now,
+        recorded as the step's skip; None: run it (harness/backends/file_to_sqlite.py says when)."""
+        return None
+
     @property
     def sqlalchemy_url(self) -> str | sa.URL | None:
         """Where the tracking tables can be read (None for the file store)."""

@@ -43,17 +43,18 @@ def get_runtime(
     raise ValueError(f"unknown runtime {name!r}")
 
 
-def open_run(config: RunConfig, backends: Collection[str]) -> RunScope:
+def open_run(config: RunConfig, backends: Collection[str], object_store: bool = False) -> RunScope:
     """Start what the run's cells share: one database server per database backend (a local process, or a
-    container with the docker runtime; a user's own where one was given) and, for a bridged docker run, its
-    network. A server that cannot start makes only that backend's cells `error`."""
+    container with the docker runtime; a user's own where one was given), an S3 server when ``object_store``
+    (the run has S3 cells: moto, as a process or a container) and, for a bridged docker run, its network. A
+    server that cannot start makes only the cells that need it `error`."""
     if config.runtime == "docker":
         from harness.runtime.docker import DockerScope
 
-        return DockerScope.open(config, backends)
+        return DockerScope.open(config, backends, object_store)
     from harness.runtime.local import LocalScope
 
-    return LocalScope.open(config, backends)
+    return LocalScope.open(config, backends, object_store)
 
 
 def attach_run(config: RunConfig) -> RunScope:

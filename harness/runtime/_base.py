@@ -4,7 +4,8 @@ A runtime (harness.runtime.local, harness.runtime.docker) does two things for a 
 server on a store, and run an `mlflow` command (db upgrade) against a store; clients always run from
 local venvs.
 
-A run scope is what lives for a whole run (its database servers, one per SQL backend; a Docker network).
+A run scope is what lives for a whole run (its database servers, one per SQL backend; its S3 server when it
+has S3 cells, harness.objectstore; a Docker network).
 The controller opens one (harness.runtime.open_run: starts what the run needs) and each pytest worker
 attaches to it (harness.runtime.attach_run: from what the controller published in run.json, starting
 nothing). `RunDatabases` is the part both runtimes have alike: a user's server where one was given, else
@@ -16,7 +17,7 @@ network, database containers and leftover removal) in runtime/docker.py.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +26,8 @@ from harness.backends import DATABASE_BACKENDS, Store
 from harness.config import RunConfig
 from harness.databases import DatabaseServer
 from harness.envs import Env
+from harness.features import Feature
+from harness.objectstore import ObjectStore
 
 
 class RunningServer(Protocol):
@@ -45,9 +48,11 @@ class Runtime(Protocol):
         """What the report should say about where servers ran (images, for containers)."""
         ...
 
-    def start_server(self, env: Env, store: Store, log: Path) -> RunningServer:
-        """Start a server of ``env``'s MLflow on ``store`` and return once /health answers.
-        Raises harness.server.ServerStartError, classified."""
+    def start_server(
+        self, env: Env, store: Store, log: Path, features: Sequence[Feature] = ()
+    ) -> RunningServer:
+        """Start a server of ``env``'s MLflow on ``store``, with the cell's ``features`` (harness/features),
+        and return once /health answers. Raises harness.server.ServerStartError, classified."""
         ...
 
     def db_upgrade(self, env: Env, store: Store, log: Path, timeout: float) -> tuple[int | None, float]:
@@ -67,6 +72,11 @@ class RunScope(Protocol):
 
     def database(self, backend: str) -> DatabaseServer:
         """The run's server for ``backend``; raises DatabaseUnavailable saying why there is none."""
+        ...
+
+    def object_store(self) -> ObjectStore:
+        """The run's S3 server (when the run has S3 cells); raises harness.objectstore.ObjectStoreUnavailable
+        saying why there is none."""
         ...
 
     def cell_runtime(self, labels: Mapping[str, str]) -> Runtime:

@@ -8,16 +8,18 @@ Containers use host networking (the daemon may have no bridge) or a run's bridge
 127.0.0.1 port, carry labels naming the run, the cell and their owner, and are removed after every phase.
 Also here: a run's database servers as containers (`DatabaseContainer`, a placement for
 harness.databases.DatabaseServer, started through testcontainers), the choice of their images, and
-`DockerScope`, a docker run's run-level scope (its bridge network, database containers, and the removal
-of whatever the run left behind). What a database product is lives in harness.backends.
+`DockerScope`, a docker run's run-level scope (its bridge network, database containers, its S3 server as a
+container (`ObjectStoreContainer`, when the run has S3 cells), and the removal of whatever the run left
+behind). What a database product is lives in harness.backends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,11 +28,12 @@ import docker.errors
 import requests
 from sqlalchemy.engine import make_url
 
-from harness import images, owner, procs
-from harness.backends import DatabaseStore, FileStore, SqlProduct, Store, product
+from harness import images, objectstore, owner, procs
+from harness.backends import DATABASE_BACKENDS, DatabaseStore, FileStore, SqlProduct, Store, product
 from harness.config import RunConfig
 from harness.databases import DatabaseError, DatabaseServer
 from harness.envs import Env
+from harness.features import Feature, ServerSetup, ServerView, combine
 from harness.runtime._base import RunDatabases
 from harness.server import ServerStartError, StartFailure, launch, start_with_port_retries, wait_serving
 from harness.waiting import NotReady, SqlLogin, start_with_retries
@@ -119,13 +122,7 @@ class DockerRuntime:
     def store_uri(self, store: Store) -> str:
         """The store as a server container sees it: through the bind mount, and the database by name."""
         uri = store.uri_at(Path(MOUNT))
-        if self.bridged and isinstance(store, DatabaseStore):
-            url = make_url(uri)
-            backend = store.backend
-            inside = url.set(host=database_container(self.labels[LABEL_RUN], backend),
-                             port=product(backend).default_port)  # fmt: skip
-            uri = inside.render_as_string(hide_password=False)
-        return uri
+        return self.reach(store.backend, uri) if isinstance(store, DatabaseStore) else uri
 
     def _run(self, env: Env, store: Store, command: list[str], environment: dict[str, str],
              publish: int | None = None) -> Any:  # fmt: skip
@@ -148,16 +145,31 @@ class DockerRuntime:
                 raise ServerStartError(StartFailure.PORT_TAKEN, str(exc)) from exc
             raise
 
-    def start_server(self, env: Env, store: Store, log: Path) -> DockerServer:
-        return start_with_port_retries(lambda port: self._start_on(port, env, store, log))
+    def start_server(
+        self, env: Env, store: Store, log: Path, features: Sequence[Feature] = ()
+    ) -> DockerServer:
+        view = ServerView(workdir=Path(MOUNT), reach=self.reach, container=True)
+        setup = combine([f.server(env.version, view) for f in features])
+        return start_with_port_retries(lambda port: self._start_on(port, env, store, log, setup))
 
-    def _start_on(self, port: int, env: Env, store: Store, log: Path) -> DockerServer:
+    def reach(self, service: str, url: str) -> str:
+        """A URL of a run-level service on this machine as a server container reaches it: on a bridge
+        network, a database by its container's name; with host networking, as it is. The S3 server ("s3")
+        is reached at the same URL from both sides, on purpose: a server presigns URLs for multipart uploads
+        that the clients, on this machine, must reach (see `ObjectStoreContainer`)."""
+        if self.bridged and service in DATABASE_BACKENDS:
+            inside = make_url(url).set(host=database_container(self.labels[LABEL_RUN], service),
+                                       port=product(service).default_port)  # fmt: skip
+            return inside.render_as_string(hide_password=False)
+        return url
+
+    def _start_on(self, port: int, env: Env, store: Store, log: Path, setup: ServerSetup) -> DockerServer:
         inside_host, inside_port = ("0.0.0.0", SERVER_PORT) if self.bridged else (HOST, port)
         proxied = env.version.supports_serve_artifacts()
         artifacts_dir = MOUNT / "artifacts" if proxied else store.artifacts_dir
         plan = launch(
             env.version, store_uri=self.store_uri(store), artifacts_dir=str(artifacts_dir),
-            host=inside_host, port=inside_port, file_store=isinstance(store, FileStore),
+            host=inside_host, port=inside_port, file_store=isinstance(store, FileStore), setup=setup,
         )  # fmt: skip
         args = procs.redact(" ".join(plan.args))
         image = self.image_for(env)
@@ -168,24 +180,24 @@ class DockerRuntime:
         container = self._run(
             env, store, ["mlflow", *plan.args], plan.env, publish=port if self.bridged else None
         )
-        mode = self._artifact_mode(plan.artifact_mode, proxied, store)
+        mode = self._artifact_mode(plan.artifact_mode, proxied, store, elsewhere=setup.artifacts is not None)
         server = DockerServer(url=f"http://{HOST}:{port}", version=str(env.version), artifact_mode=mode,
                               log=log, image=image, container=container)  # fmt: skip
         wait_serving(server, offset)
         return server
 
     @staticmethod
-    def _artifact_mode(mode: str, proxied: bool, store: Store) -> str:
-        if proxied:
+    def _artifact_mode(mode: str, proxied: bool, store: Store, elsewhere: bool = False) -> str:
+        if proxied or elsewhere:  # elsewhere: a feature keeps artifacts off the store's disk (an S3 bucket)
             return f"{mode}, in container"
         return f"{mode}: {store.artifacts_dir} bind-mounted at the same path in the container"
 
     def db_upgrade(self, env: Env, store: Store, log: Path, timeout: float) -> tuple[int | None, float]:
         started = time.monotonic()
-        uri = self.store_uri(store)
+        args = store.upgrade_args(self.store_uri(store))
         with log.open("a") as fh:
-            fh.write(f"$ docker run {self.image_for(env)} mlflow db upgrade {procs.redact(uri)}\n")
-        container = self._run(env, store, ["mlflow", "db", "upgrade", uri], {})
+            fh.write(f"$ docker run {self.image_for(env)} mlflow {procs.redact(' '.join(args))}\n")
+        container = self._run(env, store, ["mlflow", *args], {})
         try:
             code = container.wait(timeout=timeout).get("StatusCode")
         except requests.exceptions.RequestException:  # no exit within the timeout: the read timed out
@@ -336,26 +348,94 @@ def start_database_container(
         raise
 
 
+# -- the run's S3 server in a container ---------------------------------------------------------------
+def network_gateway(network: str) -> str:
+    """The address of this machine on a bridge network (its gateway): reached from its containers and here."""
+    config = images.client().networks.get(network).attrs.get("IPAM", {}).get("Config") or [{}]
+    gateway = config[0].get("Gateway")
+    if not gateway:
+        raise images.ImageError(f"network {network} has no gateway address for the S3 server to listen on")
+    return str(gateway).split("/")[0]
+
+
+class ObjectStoreContainer:
+    """The run's S3 server (moto) in a container with host networking, listening on a free port of ``host``:
+    127.0.0.1 when containers use host networking too, else the run's bridge gateway, the one address that
+    both this machine's clients and the server containers on the bridge reach. One address for both sides
+    matters: a server presigns the URLs a client PUTs multipart upload parts to, with the endpoint it was
+    given; a container name would mean nothing to the client. Ready when the S3 API answers."""
+
+    def __init__(self, image: str, labels: Mapping[str, str], host: str = HOST) -> None:
+        self.image, self.host = image, host
+        self.labels = {**labels, owner.LABEL: owner.token()}
+        self.container: Any = None
+        try:
+            port = start_with_retries(
+                self._start_on, host=host, retry_if=lambda exc: isinstance(exc, NotReady)
+            )
+        except NotReady as exc:
+            raise objectstore.ObjectStoreError(f"{image} did not answer: {exc}") from exc
+        self.endpoint = f"http://{host}:{port}"
+
+    def _start_on(self, port: int) -> int:
+        self.container = images.client().containers.run(
+            self.image, command=["moto_server", "-H", self.host, "-p", str(port)], network_mode="host",
+            detach=True, labels=self.labels, init=True,
+        )  # fmt: skip
+        wait = objectstore.S3Answers(f"http://{self.host}:{port}").with_startup_timeout(DB_START_TIMEOUT_S)
+        try:
+            wait.with_poll_interval(0.2).wait_until_ready(_Running(self.container))
+        except NotReady:
+            self.close()
+            raise
+        return port
+
+    def close(self) -> None:
+        container, self.container = self.container, None
+        if container is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+
+
+class _Running:
+    """A container as a wait target: alive while it runs."""
+
+    def __init__(self, container: Any) -> None:
+        self.container = container
+
+    def alive(self) -> bool:
+        try:
+            self.container.reload()
+        except docker.errors.NotFound:
+            return False
+        return bool(self.container.status in ("created", "running"))
+
+
 # -- the run-level scope -------------------------------------------------------------------------------
 class DockerScope:
     """A docker run's scope: its bridge network (when bridged), its database containers (or the user's
-    servers), and on close, the removal of every container and network labelled with the run."""
+    servers), its S3 server container, and on close, the removal of every container and network labelled
+    with the run."""
 
     def __init__(self, config: RunConfig, network: str | None = None, opened: bool = False) -> None:
         self.config = config
         self.network = network
         self.opened = opened  # the controller's scope (it removes the run's leftovers), not a worker's
         self.dbs = RunDatabases()
+        self.s3 = objectstore.RunObjectStore()
         self.facts: dict[str, str] = {}
 
     @classmethod
-    def open(cls, config: RunConfig, backends: Collection[str]) -> DockerScope:
+    def open(cls, config: RunConfig, backends: Collection[str], object_store: bool = False) -> DockerScope:
         scope = cls(config, opened=True)
         try:
             if config.docker_network == "bridge":
                 scope.network = create_network(config.run_id)
             failures = (DatabaseError, images.ImageError, docker.errors.DockerException)
             scope.dbs.start(config, backends, start=scope._start_database, failures=failures)
+            if object_store:
+                scope.s3.start(scope._start_object_store, failures=failures)
+                scope.facts.update(scope.s3.facts())
         except BaseException:
             scope.close()
             raise
@@ -365,7 +445,25 @@ class DockerScope:
     def attach(cls, config: RunConfig) -> DockerScope:
         scope = cls(config, network=config.services.get("network"))
         scope.dbs.attach(config)
+        scope.s3.attach(config.services.get("object_store"))
         return scope
+
+    def _start_object_store(self) -> tuple[objectstore.ObjectStore, objectstore.Server]:
+        env = objectstore.tool_env()
+        base = images.python_base(
+            f"{sys.version_info.major}.{sys.version_info.minor}", self.config.base_image
+        )
+        choice = images.objectstore_image(env.python, env.requirement, env.version, base)
+        self.facts["s3_image"] = f"{choice.image} ({choice.note})"
+        host = network_gateway(self.network) if self.network else HOST
+        container = ObjectStoreContainer(choice.image, {LABEL_RUN: self.config.run_id}, host)
+        where = f"container {choice.image}, host network on {host}"
+        handle = objectstore.ObjectStore(endpoint=container.endpoint, product=objectstore.PRODUCT,
+                                         version=env.version, tools=str(env.python), where=where)  # fmt: skip
+        return handle, container
+
+    def object_store(self) -> objectstore.ObjectStore:
+        return self.s3.get()
 
     def _start_database(self, backend: str) -> DatabaseServer:
         choice = database_image(backend, self.config.database_images.get(backend))
@@ -382,10 +480,15 @@ class DockerScope:
         return DockerRuntime(dict(labels), base_image=self.config.base_image, network=self.network or "host")
 
     def published(self) -> dict[str, Any]:
-        return {"databases": self.dbs.published(), "network": self.network}
+        return {
+            "databases": self.dbs.published(),
+            "network": self.network,
+            "object_store": self.s3.published(),
+        }
 
     def close(self) -> None:
         self.dbs.close()
+        self.s3.close()
         if self.opened:
             remove_containers(self.config.run_id)  # whatever a crashed or interrupted cell left behind
             remove_networks(self.config.run_id)

@@ -2,21 +2,23 @@
 
 `LocalRuntime` starts a cell's servers (waiting and classifying as harness.server says) and runs `mlflow db
 upgrade` as a process; `LocalScope` is a local run's run-level scope: its database servers are throwaway
-local processes (harness.databases.start_local) or the user's own. Nothing about containers lives here.
+local processes (harness.databases.start_local) or the user's own, and its S3 server (when the run has S3
+cells) a moto process (harness.objectstore.start_local). Nothing about containers lives here.
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import databases, procs
+from harness import databases, objectstore, procs
 from harness.backends import FileStore, Store
 from harness.config import RunConfig
 from harness.envs import Env
+from harness.features import Feature, ServerSetup, combine, local_view
 from harness.runtime._base import RunDatabases
 from harness.server import launch, start_with_port_retries, wait_serving
 
@@ -44,10 +46,13 @@ class LocalRuntime:
     def describe(self) -> dict[str, str]:
         return {}
 
-    def start_server(self, env: Env, store: Store, log: Path) -> LocalServer:
-        return start_with_port_retries(lambda port: self._start_on(port, env, store, log))
+    def start_server(
+        self, env: Env, store: Store, log: Path, features: Sequence[Feature] = ()
+    ) -> LocalServer:
+        setup = combine([f.server(env.version, local_view(store.workdir)) for f in features])
+        return start_with_port_retries(lambda port: self._start_on(port, env, store, log, setup))
 
-    def _start_on(self, port: int, env: Env, store: Store, log: Path) -> LocalServer:
+    def _start_on(self, port: int, env: Env, store: Store, log: Path, setup: ServerSetup) -> LocalServer:
         plan = launch(
             env.version,
             store_uri=store.uri,
@@ -55,6 +60,7 @@ class LocalRuntime:
             host=HOST,
             port=port,
             file_store=isinstance(store, FileStore),
+            setup=setup,
         )
         offset = log.stat().st_size if log.exists() else 0
         proc = procs.spawn(
@@ -75,25 +81,33 @@ class LocalRuntime:
 
     def db_upgrade(self, env: Env, store: Store, log: Path, timeout: float) -> tuple[int | None, float]:
         return procs.run(
-            [str(env.bin / "mlflow"), "db", "upgrade", store.uri], env=env.environ(), log=log, timeout=timeout
+            [str(env.bin / "mlflow"), *store.upgrade_args(store.uri)],
+            env=env.environ(),
+            log=log,
+            timeout=timeout,
         )
 
 
 class LocalScope:
-    """A local run's scope: its database servers (local processes it started, or the user's); no network."""
+    """A local run's scope: its database servers (local processes it started, or the user's), its S3 server
+    (a moto process, when it has S3 cells); no network."""
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
         self.dbs = RunDatabases()
+        self.s3 = objectstore.RunObjectStore()
         self.facts: dict[str, str] = {}
 
     @classmethod
-    def open(cls, config: RunConfig, backends: Collection[str]) -> LocalScope:
+    def open(cls, config: RunConfig, backends: Collection[str], object_store: bool = False) -> LocalScope:
         scope = cls(config)
         try:
             scope.dbs.start(
                 config, backends, start=databases.start_local, failures=(databases.DatabaseError,)
             )
+            if object_store:
+                scope.s3.start(objectstore.start_local)
+                scope.facts.update(scope.s3.facts())
         except BaseException:
             scope.close()
             raise
@@ -103,16 +117,23 @@ class LocalScope:
     def attach(cls, config: RunConfig) -> LocalScope:
         scope = cls(config)
         scope.dbs.attach(config)
+        scope.s3.attach(config.services.get("object_store"))
         return scope
 
     def database(self, backend: str) -> databases.DatabaseServer:
         return self.dbs.get(backend)
 
+    def object_store(self) -> objectstore.ObjectStore:
+        return self.s3.get()
+
     def cell_runtime(self, labels: Mapping[str, str]) -> LocalRuntime:
         return LocalRuntime()
 
     def published(self) -> dict[str, Any]:
-        return {"databases": self.dbs.published(), "network": None}
+        return {"databases": self.dbs.published(), "network": None, "object_store": self.s3.published()}
 
     def close(self) -> None:
-        self.dbs.close()
+        try:
+            self.dbs.close()
+        finally:
+            self.s3.close()
