@@ -9,6 +9,7 @@ The ini each version gets is read back by that version's own config reader.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import images
 from harness.backends import Store, new_store
 from harness.envs import EnvCache
 from harness.features import PACKAGES as FEATURE_PACKAGES
@@ -24,6 +26,7 @@ from harness.features import Site, local_view
 from harness.features import auth as auth_feature
 from harness.results import CellResult, Status
 from harness.specs import parse_spec
+from tests.conftest import run_cli
 from tests.test_cells import run_one
 
 pytestmark = pytest.mark.cell
@@ -196,3 +199,29 @@ def test_auth_cell_on_postgres_keeps_its_auth_database_beside_the_store(tmp_path
     assert check_of(result, "after", "auth-db").detail.startswith(
         "auth schema at f1a2b3c4d5e6 (alembic_version_auth); migrated on start from 8606fa83a998: all "
     )
+
+
+# -- docker ----------------------------------------------------------------------------------------------
+@pytest.mark.docker
+def test_auth_cell_under_docker_on_a_bridge(tmp_path: Path) -> None:
+    """Servers in containers run the auth app (its Flask-WTF reached the images through the envs'
+    requirements), read their ini at the store's mount, and reach the auth database on the PostgreSQL
+    container by its name on the run's bridge network; the outcome is the local one, as declared."""
+    if not images.engine_available():
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the Docker tests, but no Docker engine answers")
+        pytest.skip("no Docker engine answers on this machine")
+    results = tmp_path / "results"
+    proc = run_cli("run", "--runtime", "docker", "--docker-network", "bridge", "--backend", "postgres",
+                   "--path", "2.22.5:3.17.2", "--auth", "--scenarios", "quickstart,auth",
+                   "--results-dir", str(results))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(((results / "latest").resolve() / "results.json").read_text())
+    (cell,) = data["cells"]
+    assert cell["id"] == "postgres:2.22.5->3.17.2[auth]" and cell["runtime"] == "docker"
+    assert cell["status"] == "xfail", cell["summary"]
+    declared = {e for c in cell["checks"] for e in (c.get("expected") or "").split(", ") if e}
+    assert declared == RBAC_DECLARED, cell["summary"]
+    auth_db = [c for c in cell["checks"] if c["name"] == "auth-db"]
+    assert auth_db and all(c["status"] == "pass" for c in auth_db), auth_db
+    assert cell["components"]["features"]["auth"]["product"] == "PostgreSQL"
