@@ -46,7 +46,7 @@ from harness.envs import Env, EnvCache, EnvError
 from harness.expectations import Expectation
 from harness.expectations import apply as apply_expectations
 from harness.features import PACKAGES as FEATURE_PACKAGES
-from harness.features import Feature, Site, open_features
+from harness.features import Feature, Site, close_features, open_features
 from harness.ledger import Ledger
 from harness.plan import CellPlan
 from harness.results import CellResult, Check, Status
@@ -257,22 +257,25 @@ class Cell:
 
     @contextmanager
     def cell_features(self, store: Store) -> Iterator[list[Feature]]:
-        """The cell's features (harness/features), opened beside its store and closed before it."""
+        """The cell's features (harness/features), opened beside its store and closed before it. One that
+        cannot be opened ends the cell (`error`); one that cannot be closed is a teardown error."""
         site = Site(slug=self.plan.slug, run_id=self.ctx.run_id, store=store, databases=self.ctx.databases,
                     object_store=self.ctx.object_store,
                     object_store_unavailable=self.ctx.object_store_unavailable)  # fmt: skip
-        opened = False
         try:
-            with open_features(self.plan.features, site) as features:
-                opened = True
-                for feature in features:
-                    self.result.components.setdefault("features", {})[feature.name] = feature.describe()
-                yield features
+            features = open_features(self.plan.features, site)
         except StoreError as exc:
-            what = "teardown" if opened else "features"
-            self.result.add(Check(what, "cell" if opened else "env", Status.ERROR, str(exc)))
-            if not opened:
-                raise Abort from exc
+            self.result.add(Check("features", "env", Status.ERROR, str(exc)))
+            raise Abort from exc
+        for feature in features:
+            self.result.components.setdefault("features", {})[feature.name] = feature.describe()
+        try:
+            yield features
+        finally:
+            try:
+                close_features(features)
+            except StoreError as exc:
+                self.result.add(Check("teardown", "cell", Status.ERROR, str(exc)))
 
     def client_env(self, version: MlflowVersion) -> dict[str, str]:
         """What every client process of ``version`` gets from the cell's features (credentials, endpoints)."""
