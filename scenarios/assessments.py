@@ -17,7 +17,7 @@ import os
 import mlflow
 from mlflow.entities import AssessmentSource
 
-from common import Window, expect
+from common import Window, expect, state_name, trace_id
 
 REQUIRES = ("assessments",)
 DEFAULT = False
@@ -26,13 +26,6 @@ JUDGE = {"source_type": "LLM_JUDGE", "source_id": "judge-v1"}
 HUMAN = {"source_type": "HUMAN", "source_id": "alice@example.com"}
 
 
-def _trace_id(info):
-    return getattr(info, "trace_id", None) or info.request_id
-
-
-def _name(value):
-    value = getattr(value, "name", None) or str(value)
-    return value.rsplit(".", 1)[-1]
 
 
 def _value(a):
@@ -48,7 +41,7 @@ def _assessment(a, span_names):
         "name": a.name,
         "kind": kind,
         "value": json.loads(json.dumps(value)),
-        "source": {"source_type": _name(a.source.source_type), "source_id": a.source.source_id},
+        "source": {"source_type": state_name(a.source.source_type), "source_id": a.source.source_id},
         "rationale": a.rationale,
         "metadata": dict(a.metadata or {}),
         "span": span_names.get(a.span_id) if a.span_id else None,
@@ -70,7 +63,7 @@ def _snapshot(client, record):
         by_id[role] = _assessment(mlflow.get_assessment(record["trace_id"], assessment_id), span_names)
     roles = {v: k for k, v in record["assessments"].items()}
     return {
-        "trace_id": _trace_id(trace.info),
+        "trace_id": trace_id(trace.info),
         "on_trace": {roles.get(k, k): v for k, v in sorted(on_trace.items())},
         "by_id": by_id,
     }
@@ -84,21 +77,21 @@ def write(ctx):
     experiment_id = ctx.experiment(f"compat-assessments-{ctx.token}")
     root = client.start_trace(f"compat-assessed-{ctx.token}", inputs={"question": "why"},
                               experiment_id=experiment_id)  # fmt: skip
-    trace_id = _trace_id(root)
-    child = client.start_span("retrieve", trace_id, root.span_id, inputs={"k": 3})
-    client.end_span(trace_id, child.span_id, outputs={"docs": ["a", "b"]})
-    client.end_trace(trace_id, outputs={"answer": "because"})
+    tid = trace_id(root)
+    child = client.start_span("retrieve", tid, root.span_id, inputs={"k": 3})
+    client.end_span(tid, child.span_id, outputs={"docs": ["a", "b"]})
+    client.end_trace(tid, outputs={"answer": "because"})
     mlflow.flush_trace_async_logging()
-    judged = mlflow.log_feedback(trace_id=trace_id, name="relevance", value=0.75, rationale="mostly on topic",
+    judged = mlflow.log_feedback(trace_id=tid, name="relevance", value=0.75, rationale="mostly on topic",
                                  source=AssessmentSource(**JUDGE), metadata={"round": "1"})  # fmt: skip
-    override = mlflow.override_feedback(trace_id=trace_id, assessment_id=judged.assessment_id, value=1.0,
+    override = mlflow.override_feedback(trace_id=tid, assessment_id=judged.assessment_id, value=1.0,
                                         rationale="fully on topic",
                                         source=AssessmentSource(**HUMAN))  # fmt: skip
-    expected = mlflow.log_expectation(trace_id=trace_id, name="expected_docs", value={"docs": ["a", "b"]},
+    expected = mlflow.log_expectation(trace_id=tid, name="expected_docs", value={"docs": ["a", "b"]},
                                       source=AssessmentSource(**HUMAN), span_id=child.span_id)  # fmt: skip
     ids = {"judged": judged.assessment_id, "override": override.assessment_id,
            "expected": expected.assessment_id}  # fmt: skip
-    record = {"trace_id": trace_id, "experiment_id": experiment_id, "assessments": ids}
+    record = {"trace_id": tid, "experiment_id": experiment_id, "assessments": ids}
     snap = _snapshot(client, record)
     for role, a in snap["by_id"].items():
         window.check(f"assessment {role} create_time_ms", a["create_time_ms"])
@@ -121,7 +114,7 @@ def write(ctx):
     expected_by_role = {role: {**{t: snap["by_id"][role][t] for t in times}, **sent[role]} for role in sent}
     # valid: the expectation's validity is whatever the server keeps for it (not sent).
     expected_by_role["expected"]["valid"] = snap["by_id"]["expected"]["valid"]
-    snap = expect(snap, {"trace_id": trace_id})
+    snap = expect(snap, {"trace_id": tid})
     snap["by_id"] = expected_by_role
     snap["on_trace"] = dict(expected_by_role)
     return {**record, **snap, "window": window.close()}

@@ -107,6 +107,17 @@ def user_tags(tags):
     return {k: v for k, v in tags.items() if not k.startswith("mlflow.") or k == DESCRIPTION}
 
 
+def trace_id(info):
+    """A trace's id: 3.x names it trace_id, 2.x request_id."""
+    return getattr(info, "trace_id", None) or info.request_id
+
+
+def state_name(value):
+    """An enum's name whatever its class's spelling ("OK" for TraceStatus.OK, TraceState.OK, "OK")."""
+    value = getattr(value, "name", None) or str(value)
+    return value.rsplit(".", 1)[-1]
+
+
 def _enum_name(value):
     return getattr(value, "name", None) or (None if value is None else str(value))
 

@@ -15,21 +15,12 @@ import os
 
 import mlflow
 
-from common import expect, user_tags
+from common import expect, state_name, trace_id, user_tags
 
 REQUIRES = ("tracing",)
 DEFAULT = False
 
 
-def _trace_id(info):
-    """3.x names it trace_id; 2.x request_id."""
-    return getattr(info, "trace_id", None) or info.request_id
-
-
-def _name(value):
-    """An enum's name whatever its class's spelling ("OK" for TraceStatus.OK, TraceState.OK, "OK")."""
-    value = getattr(value, "name", None) or str(value)
-    return value.rsplit(".", 1)[-1]
 
 
 def _spans(trace):
@@ -41,7 +32,7 @@ def _spans(trace):
             "inputs": s.inputs,
             "outputs": s.outputs,
             "attributes": {k: v for k, v in (s.attributes or {}).items() if not k.startswith("mlflow.")},
-            "status": _name(s.status.status_code),
+            "status": state_name(s.status.status_code),
         }
     return spans
 
@@ -53,13 +44,13 @@ def _snapshot(client, record):
     found = client.search_traces(experiment_ids=[record["experiment_id"]])
     return {
         "trace": {
-            "trace_id": _trace_id(info),
+            "trace_id": trace_id(info),
             "experiment_id": str(info.experiment_id),
-            "status": _name(status),
+            "status": state_name(status),
             "tags": user_tags(dict(info.tags)),
         },
         "spans": _spans(trace),
-        "found_by_search": any(_trace_id(t.info) == record["trace_id"] for t in found),
+        "found_by_search": any(trace_id(t.info) == record["trace_id"] for t in found),
     }
 
 
@@ -77,17 +68,17 @@ def write(ctx):
     name = f"compat-trace-{ctx.token}"
     root = client.start_trace(name, inputs={"question": "why"}, attributes={"team": "platform"},
                               tags={"owner": "ml"}, experiment_id=experiment_id)  # fmt: skip
-    trace_id = getattr(root, "trace_id", None) or root.request_id
-    child = client.start_span("retrieve", trace_id, root.span_id, inputs={"k": 3},
+    tid = trace_id(root)
+    child = client.start_span("retrieve", tid, root.span_id, inputs={"k": 3},
                               attributes={"index": "docs"})  # fmt: skip
-    client.end_span(trace_id, child.span_id, outputs={"docs": ["a", "b"]})
-    client.end_trace(trace_id, outputs={"answer": "because"})
+    client.end_span(tid, child.span_id, outputs={"docs": ["a", "b"]})
+    client.end_trace(tid, outputs={"answer": "because"})
     if hasattr(mlflow, "flush_trace_async_logging"):  # 3.x exports traces in the background
         mlflow.flush_trace_async_logging()
-    record = {"trace_id": trace_id, "experiment_id": experiment_id}
+    record = {"trace_id": tid, "experiment_id": experiment_id}
     snap = _snapshot(client, record)
     sent = {
-        "trace": {"trace_id": trace_id, "experiment_id": str(experiment_id), "status": "OK",
+        "trace": {"trace_id": tid, "experiment_id": str(experiment_id), "status": "OK",
                   "tags": {"owner": "ml"}},
         "spans": {
             name: {"parent": None, "inputs": {"question": "why"}, "outputs": {"answer": "because"},

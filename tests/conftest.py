@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def require_docker() -> None:
+    """A Docker test's first step: under CI a missing engine fails the test; elsewhere it skips."""
+    from harness import images
+
+    if not images.engine_available():
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the Docker tests, but no Docker engine answers")
+        pytest.skip("no Docker engine answers on this machine")
 
 
 def run_cli(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from harness import images
 from harness.backends import Store, new_store
 from harness.envs import EnvCache
 from harness.features import PACKAGES as FEATURE_PACKAGES
@@ -26,7 +25,7 @@ from harness.features import Site, local_view
 from harness.features import auth as auth_feature
 from harness.results import CellResult, Status
 from harness.specs import parse_spec
-from tests.conftest import run_cli
+from tests.conftest import require_docker, run_cli
 from tests.test_cells import run_one
 
 pytestmark = pytest.mark.cell
@@ -207,10 +206,7 @@ def test_auth_cell_under_docker_on_a_bridge(tmp_path: Path) -> None:
     """Servers in containers run the auth app (its Flask-WTF reached the images through the envs'
     requirements), read their ini at the store's mount, and reach the auth database on the PostgreSQL
     container by its name on the run's bridge network; the outcome is the local one, as declared."""
-    if not images.engine_available():
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the Docker tests, but no Docker engine answers")
-        pytest.skip("no Docker engine answers on this machine")
+    require_docker()
     results = tmp_path / "results"
     proc = run_cli("run", "--runtime", "docker", "--docker-network", "bridge", "--backend", "postgres",
                    "--path", "2.22.5:3.17.2", "--auth", "--scenarios", "quickstart,auth",

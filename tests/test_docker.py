@@ -20,17 +20,14 @@ from harness.clients import run_driver
 from harness.envs import EnvCache
 from harness.runtime.docker import LABEL_RUN, MOUNT, DockerRuntime, has_bridge
 from harness.specs import parse_spec
-from tests.conftest import run_cli
+from tests.conftest import require_docker, run_cli
 
 pytestmark = [pytest.mark.cell, pytest.mark.docker]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def engine() -> None:
-    if not images.engine_available():
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the Docker tests, but no Docker engine answers")
-        pytest.skip("no Docker engine answers on this machine")
+    require_docker()
 
 
 def our_containers(run_id: str) -> list[str]:

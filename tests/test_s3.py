@@ -6,7 +6,6 @@ bucket and the moto process are gone afterwards; a moto that cannot start makes 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import urllib.error
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import expectations, images, objectstore
+from harness import expectations, objectstore
 from harness.backends import Store
 from harness.cell import CellContext, run_cell
 from harness.config import RunConfig
@@ -28,7 +27,7 @@ from harness.runtime import get_runtime
 from harness.runtime.local import LocalScope
 from harness.specs import parse_path
 from harness.versions import MlflowVersion
-from tests.conftest import run_cli
+from tests.conftest import require_docker, run_cli
 
 S3_SCENARIOS = ("quickstart", "artifacts", "s3_artifacts")
 LARGE = "s3/parts/large.bin"  # scenarios/s3_artifacts.py: 6 MiB + 7 bytes, uploaded in 5 MiB parts
@@ -240,10 +239,7 @@ def test_s3_cell_from_the_command_line_passes_as_declared(tmp_path: Path) -> Non
 @pytest.mark.docker
 def test_s3_cell_under_docker(tmp_path: Path) -> None:
     """The same cell with servers in containers and moto in one too."""
-    if not images.engine_available():
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the Docker tests, but no Docker engine answers")
-        pytest.skip("no Docker engine answers on this machine")
+    require_docker()
     results = tmp_path / "results"
     proc = run_cli("run", "--runtime", "docker", "--backend", "sqlite", "--path", "2.22.5:3.17.2",
                    "--artifact-store", "s3", "--scenarios", ",".join(S3_SCENARIOS),
