@@ -34,11 +34,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from harness import integrity, owner, procs
-from harness.backends import Store, StoreError, new_store
+from harness import integrity, interrupted, migration, owner, procs, randomplan, rolling, scale, schema
+from harness.backends import DATABASE_BACKENDS, Store, StoreError, new_store
 from harness.clientsteps import ClientSteps
 from harness.databases import DatabaseServer
 from harness.differential import Outcome, compare_answers
@@ -48,7 +49,7 @@ from harness.expectations import apply as apply_expectations
 from harness.features import PACKAGES as FEATURE_PACKAGES
 from harness.features import Feature, Site, close_features, open_features
 from harness.ledger import Ledger
-from harness.plan import CellPlan
+from harness.plan import CellPlan, scale_label
 from harness.results import CellResult, Check, Status
 from harness.rundir import CellDir
 from harness.runtime import RunningServer, Runtime
@@ -101,8 +102,9 @@ class Hop:
     env: Env
     store: Store
     timing: str  # the timings key its schema steps count under
+    rolling: bool = False  # the FROM server and a workload run through its upgrade (harness/rolling.py)
     backup: Path = field(init=False)
-    rows_before: integrity.Snapshot = field(init=False)
+    rows_before: integrity.Snapshot | scale.Sums = field(init=False)  # at scale: counts and checksums
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,12 @@ class Cell:
             dir=self.ctx.cell_dir.name,
             auth=self.plan.auth,
             artifact_store=self.plan.artifact_store,
+            scale=scale_label(self.plan.scale) if self.plan.scale else "",
+            rolling=self.plan.rolling,
+            seed=self.plan.seed,
         )
+        if self.plan.seed is not None:  # a drawn cell keeps its plan as drawn (--random-plan)
+            self.result.components["random_plan"] = randomplan.record(self.plan)
         self.scenarios = resolve(self.plan.scenarios, self.plan.scripts)
         self.dir = CellDir(self.ctx.cell_dir)
         self.dir.logs.mkdir(parents=True, exist_ok=True)
@@ -308,6 +315,8 @@ class Cell:
         env = self.envs[version.label]
         self.ledger.serving(phase, env.version)
         with self.server(phase, env, store) as server:
+            if self.plan.scale:
+                self.scale_step(phase, env, store, server)
             for client in self.plan.clients:
                 self.clients.write(phase, self.envs[client.label], server)
             for client in self.plan.clients:
@@ -322,8 +331,22 @@ class Cell:
             check.detail = (
                 f"{store.backend} store copied to {hop.backup.name} at revision {store.schema_revision()}"
             )
-        self.schema_steps(hop, UNUPGRADED_START, DB_UPGRADE, INTEGRITY)
+        self.schema_steps(hop, UNUPGRADED_START)  # restores the backup: before the rolling FROM server starts
+        if self.plan.scale and store.backend in DATABASE_BACKENDS:  # kill an upgrade half-way, run it again
+            self.schema_steps(hop, INTERRUPTED_UPGRADE)
+        if self.plan.rolling and phase in ("upgrade", "upgrade-1") and store.has_schema:
+            self.rolling_upgrade(hop)
+        else:
+            self.schema_steps(hop, DB_UPGRADE, INTEGRITY)
+        self.schema_steps(hop, SCHEMA_DRIFT)
         return hop.backup
+
+    def rolling_upgrade(self, hop: Hop) -> None:
+        """--rolling, first hop: the FROM server and a workload of every client keep running through
+        `mlflow db upgrade` and the integrity check, then the TO server starts beside it on the same store;
+        every acknowledged write is read back through the TO server (harness/rolling.py)."""
+        hop.rolling = True
+        rolling.run_stretch(self, hop, lambda: self.schema_steps(hop, DB_UPGRADE, INTEGRITY))
 
     def rollback_phase(self, version: Spec, store: Store, backup: Path) -> None:
         """The FROM server on the upgraded store, then on the restored backup."""
@@ -362,7 +385,7 @@ class Cell:
         afterwards, so the upgrade below starts from the store the old server left."""
         env, store = hop.env, hop.store
         revision = store.schema_revision()
-        rows_before = integrity.snapshot(store.sqlalchemy_url)
+        rows_before = self.rows_now(hop)
         server = self.start_or_classify(hop, check, f"{hop.phase}-unupgraded-server",
                                         refused=f"refused the un-upgraded store (schema {revision})",
                                         crashed="crashed instead of refusing or migrating")  # fmt: skip
@@ -374,7 +397,7 @@ class Cell:
         elif now == revision == env.schema_head:
             check.detail = f"started: the store is already at this version's head {revision}"
         elif now == env.schema_head:
-            report = integrity.compare(rows_before, integrity.snapshot(store.sqlalchemy_url))
+            report = self.rows_compare(rows_before, hop)
             check.detail = f"migrated the store itself on start: {revision} -> {now}; {report.summary()}"
             check.fail_each(report.differences)
         else:
@@ -390,12 +413,15 @@ class Cell:
     def db_upgrade(self, hop: Hop, check: Check) -> None:
         """`mlflow db upgrade`: the revision must then be the version's head (the rows: the next step)."""
         env, store = hop.env, hop.store
-        hop.rows_before = integrity.snapshot(store.sqlalchemy_url)
+        hop.rows_before = self.rows_now(hop)
         before = hop.rows_before.revision
         self.hook("before-db-upgrade", store)
         log = self.dir.logs / f"{hop.phase}-db-upgrade-{env.version}.log"
         check.logs = [self.dir.rel(log)]
-        code, seconds = self.ctx.runtime.db_upgrade(env, store, log, UPGRADE_TIMEOUT_S)
+        with self.upgrade_watch(hop):
+            code, seconds, events, _ = self.ctx.runtime.db_upgrade(env, store, log, UPGRADE_TIMEOUT_S)
+        timing = migration.record(migration.read_events(events))  # per revision: harness/migration.py
+        self.result.components.setdefault("migration", {})[hop.phase] = timing
         try:
             after = store.schema_revision()
         except StoreError as exc:  # the database itself went away: the machine's fault, not MLflow's
@@ -419,13 +445,86 @@ class Cell:
             head = env.schema_head
             check.detail = f"schema at {after} after the upgrade, but MLflow {env.version}'s head is {head}"
         else:
-            check.detail = f"revision {before} -> {after} in {seconds:.1f}s"
+            done = f"revision {before} -> {after} in {seconds:.1f}s"
+            check.detail = "; ".join(filter(None, (done, migration.slowest(timing))))
+
+    @contextmanager
+    def upgrade_watch(self, hop: Hop) -> Iterator[None]:
+        """What is measured while `mlflow db upgrade` runs: in scale cells the store's size before and after
+        and the longest blocking lock per table (harness/scale.py), into components["scale"]."""
+        if not self.plan.scale or hop.store.sqlalchemy_url is None:
+            yield
+            return
+        with scale.watch(hop.store.sqlalchemy_url) as seen:
+            yield
+        scale.record_watch(self.result.components.setdefault("scale", {}), hop.phase, seen)
+
+    def rows_now(self, hop: Hop) -> integrity.Snapshot | scale.Sums:
+        """The store's rows, read in full (harness/integrity.py), or in scale cells as in-database row counts
+        and column checksums (harness/scale.py): a 1m-point store is too big to hold in Python."""
+        if self.plan.scale and not hop.rolling:
+            return scale.checksums(hop.store.sqlalchemy_url)
+        return integrity.snapshot(hop.store.sqlalchemy_url)
+
+    def rows_compare(
+        self, before: integrity.Snapshot | scale.Sums, hop: Hop
+    ) -> integrity.IntegrityReport | scale.ChecksumReport:
+        if isinstance(before, scale.Sums):
+            return scale.compare(before, scale.checksums(hop.store.sqlalchemy_url, like=before))
+        return integrity.compare(before, integrity.snapshot(hop.store.sqlalchemy_url))
+
+    def scale_step(self, phase: str, env: Env, store: Store, server: RunningServer) -> None:
+        """Scale cells: seed the FROM store and read a sample back through its server (check `seed`); in the
+        first phase after the upgrade, the next server's first start and first search_runs, timed."""
+        if phase not in ("before", "after", "after-1"):
+            return
+        record = self.result.components.setdefault("scale", {})
+        probe = partial(scale.run_probe, env, server.url, self.client_env(env.version),
+                        self.dir.logs / f"{phase}-scale-probe-{env.version}")  # fmt: skip
+        seeded = True
+        with self.step("seed" if phase == "before" else "first-search", phase, server=str(env.version),
+                       timing="scale") as check:  # fmt: skip
+            if phase == "before":
+                seeded = scale.seed_check(check, store.sqlalchemy_url, self.plan.scale, str(env.version),
+                                          record, probe)  # fmt: skip
+            else:
+                starts = [c for c in self.result.checks if c.name == "server-start" and c.phase == phase]
+                record["first_start_seconds"] = starts[-1].seconds if starts else None
+                scale.search_check(check, str(env.version), record, probe)
+        if not seeded:
+            raise Abort
+
+    def interrupted_upgrade(self, hop: Hop, check: Check) -> None:
+        """`mlflow db upgrade` killed inside its middle pending revision, then run again: recovered,
+        refused or a store neither version serves (harness/interrupted.py); the backup is restored after."""
+        labels = [s.label for s in self.plan.path]
+        from_env = self.envs[labels[labels.index(hop.env.spec_label) - 1]]
+        interrupted.interrupted_upgrade(self, hop, check, UPGRADE_TIMEOUT_S, from_env)
 
     def check_integrity(self, hop: Hop, check: Check) -> None:
         """Every row that existed before `mlflow db upgrade` must still be there, unchanged."""
-        report = integrity.compare(hop.rows_before, integrity.snapshot(hop.store.sqlalchemy_url))
+        self.hook("before-integrity", hop.store)  # tests change rows here
+        if isinstance(hop.rows_before, scale.Sums):  # scale cells: counts and checksums (harness/scale.py)
+            checked = self.rows_compare(hop.rows_before, hop)
+            check.detail = checked.summary()
+            check.fail_each(checked.differences)
+            return
+        before, after = hop.rows_before, integrity.snapshot(hop.store.sqlalchemy_url)
+        if hop.rolling:  # the workload's own rows change during the upgrade by design: only they are left out
+            before, after = rolling.without_workload(before), rolling.without_workload(after)
+        report = integrity.compare(before, after)
         check.detail = report.summary()
         check.fail_each(report.differences)
+
+    def check_schema_drift(self, hop: Hop, check: Check) -> None:
+        """The upgraded schema must be a fresh install's of the same version on the same product (made once
+        per version, backend and product by starting the version's server on an empty store, and cached)."""
+        self.hook("before-schema-drift", hop.store)  # tests plant drift here
+        refs = schema.References(self.ctx.runtime.start_server, self.ctx.runtime.name, self.ctx.databases,
+                                 self.ctx.run_id, self.ctx.work_root, self.ctx.unavailable)  # fmt: skip
+        log = self.dir.logs / f"{hop.phase}-schema-reference-server-{hop.env.version}.log"
+        schema.check_drift(check, hop.store, hop.env, refs, slug=f"{self.plan.slug}-{hop.phase}-schema",
+                           log=log, log_rel=self.dir.rel(log))  # fmt: skip
 
     def probe_old_server(self, hop: Hop, check: Check) -> None:
         """The FROM server on the upgraded store: it should refuse a schema newer than its own head."""
@@ -584,6 +683,9 @@ class Cell:
         except (StoreError, OSError) as exc:
             check.status, check.detail = Status.ERROR, f"{type(exc).__name__}: {exc}"
             check.excerpt = traceback.format_exc()
+        except Exception as exc:  # a harness bug: the check never finished, so it must not read `pass`
+            check.status, check.detail = Status.ERROR, f"harness error: {type(exc).__name__}: {exc}"
+            raise
         finally:
             elapsed = time.monotonic() - started
             check.seconds = round(elapsed, 2)
@@ -613,6 +715,8 @@ DB_UPGRADE = SchemaStep(
     critical=True,
 )
 INTEGRITY = SchemaStep("integrity", Cell.check_integrity, None)
+INTERRUPTED_UPGRADE = SchemaStep("interrupted-upgrade", Cell.interrupted_upgrade, None)
+SCHEMA_DRIFT = SchemaStep("schema-drift", Cell.check_schema_drift, None)
 ROLLBACK_START = SchemaStep(
     "rollback-start",
     Cell.probe_old_server,

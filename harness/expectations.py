@@ -5,7 +5,9 @@ check (its name, and optionally phase, scenario, backend and the cell features i
 covers only cells whose servers run the auth app), the client and server version ranges it
 covers, the error that is expected (a substring, or a regular expression as ``re:PATTERN``), and why, with
 an upstream link; optionally ``written_by`` (client and server ranges and the phase of the records' writer:
-"records written by 1.x before the upgrade"). ``[[change]]`` declares an intended behaviour change the same
+"records written by 1.x before the upgrade") and ``intermittent = true`` (a failure that depends on timing, a
+race: a run where it did not happen passes and is not called stale; say in the reason how often it was seen).
+``[[change]]`` declares an intended behaviour change the same
 way: the candidate's server answering otherwise than its baseline's in the gate's differential pass.
 Applied to a finished cell, problem by problem (each record's difference, each failed call, each lost row
 is a problem of its check, harness/results.py):
@@ -57,6 +59,7 @@ class Expectation:
     )  # cells with all of these ("auth", "s3"); empty = any
     # Only records written by these (keys client, server: version ranges; phase: a phase name); empty = any.
     written_by: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    intermittent: bool = False  # a race: a run where it did not happen passes (never xpass)
 
     def covers(self, check: Check, result: CellResult) -> bool:
         """Whether this declaration is about ``check`` of ``result`` (regardless of how it ended)."""
@@ -96,6 +99,8 @@ class Expectation:
 
     def applies_to(self, check: Check) -> bool:
         """Whether a passing ``check`` is one this declaration says should fail (for xpass)."""
+        if self.intermittent:
+            return False
         return not self.written_by or any(self.matches_writer(w) for w in check.writers)
 
 
@@ -116,7 +121,18 @@ def _within(version: str | None, spec: str) -> bool:
 
 
 REQUIRED = ("id", "check", "error", "reason")
-OPTIONAL = ("link", "phase", "scenario", "client", "server", "from", "backends", "features", "written_by")
+OPTIONAL = (
+    "link",
+    "phase",
+    "scenario",
+    "client",
+    "server",
+    "from",
+    "backends",
+    "features",
+    "written_by",
+    "intermittent",
+)
 
 
 CHANGE_CHECK = "differential"  # what a [[change]] declares: the candidate answers otherwise than its baseline
@@ -161,6 +177,8 @@ def parse(data: dict[str, Any], source: str) -> list[Expectation]:
                 re.compile(item["error"][3:])
             except re.error as exc:
                 raise ExpectationError(f"{source}: {item['id']}: bad pattern: {exc}") from None
+        if not isinstance(item.get("intermittent", False), bool):
+            raise ExpectationError(f"{source}: {item['id']}: intermittent is true or false")
         if set(item.get("features", ())) - set(FEATURES):
             raise ExpectationError(f"{source}: {item['id']}: features may name {', '.join(FEATURES)}")
         fields = {k: v for k, v in item.items() if k not in ("from", "backends", "features", "written_by")}

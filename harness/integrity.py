@@ -100,12 +100,17 @@ def snapshot(url: str | sa.URL) -> Snapshot:
     try:
         with engine.connect() as con:
             present = set(sa.inspect(con).get_table_names())
-            revision = None
-            if "alembic_version" in present:
-                revision = con.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            revision = read_revision(con, present)
             return Snapshot(revision, read_tables(con, [t for t in TRACKING_TABLES if t in present]))
     finally:
         engine.dispose()
+
+
+def read_revision(con: sa.Connection, present: set[str] | list[str]) -> str | None:
+    """The tracking schema's alembic revision (None before there is one); ``present``: the tables there."""
+    if "alembic_version" not in present:
+        return None
+    return con.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def read_tables(con: sa.Connection, names: list[str]) -> dict[str, Table]:

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness import databases, expectations, scenarios
+from harness import databases, expectations, randomplan, scenarios
 from harness.backends import BACKENDS, Backend, backend_names
 from harness.clients import LAUNCHES
 from harness.config import RunConfig
-from harness.plan import ARTIFACT_STORES, default_matrix, default_paths
+from harness.plan import ARTIFACT_STORES, default_matrix, default_paths, scale_label
 from harness.rundir import RunDir
 from harness.runtime import RUNTIMES
 from harness.specs import SpecError, parse_path, parse_spec
@@ -302,6 +302,74 @@ def _artifact_stores(v: Value, get: Lookup) -> Value:
     return Value(tuple(dict.fromkeys(given)), v.source)
 
 
+def parse_size(text: str) -> int:
+    """A seeded size as typed: "1m", "250k", "20000" (0, "0" or "off": none); ValueError if it is not one."""
+    t = text.strip().lower().replace("_", "")
+    if t in ("", "0", "off", "none"):
+        return 0
+    units = {"k": 1_000, "m": 1_000_000}
+    number, unit = (t[:-1], units[t[-1]]) if t[-1] in units else (t, 1)
+    value = float(number) * unit  # "1.5m" is a size too
+    if not value.is_integer() or value < 0:
+        raise ValueError(text)
+    return int(value)
+
+
+def _scale(v: Value, get: Lookup) -> Value:
+    """--scale SIZE: metric points seeded into every SQL cell's FROM store (with runs, params, tags, ...)."""
+    if v.source == "default":
+        profile = get("profile").value
+        size = default_matrix(profile).get("scale")
+        return Value(parse_size(str(size)) if size else 0, f"profile {profile}" if size else v.source)
+    try:
+        size = parse_size(str(v.value))
+    except (ValueError, IndexError):
+        raise BadInput(f"--scale {v.value}: expected a size such as 1m, 250k or 20000") from None
+    if size and size < 1_000:
+        raise BadInput(f"--scale {v.value}: at least 1000 metric points (1k), or 0 for none")
+    if size and not [b for b in get("backends").value if b not in ("file", "file_to_sqlite")]:
+        raise BadInput("--scale seeds SQL stores: add --backend sqlite, postgres or mysql")
+    return Value(size, v.source)
+
+
+def _rolling(v: Value, get: Lookup) -> Value:
+    """--rolling: the FROM server keeps serving a workload through the first upgrade (SQL server backends)."""
+    if v.source == "default":
+        profile = get("profile").value
+        rolling = bool(default_matrix(profile).get("rolling", False))
+        return Value(rolling, f"profile {profile}" if rolling else v.source)
+    on = str(v.value).lower() in ("1", "true", "yes", "on")
+    if on and not [b for b in get("backends").value if BACKENDS[b].has_server]:
+        raise BadInput("--rolling needs a database server backend: add --backend postgres or mysql")
+    return Value(on, v.source)
+
+
+def _random_plan(v: Value, get: Lookup) -> Value:
+    """--random-plan SEED: one drawn cell per SQL backend (harness/randomplan.py); `new` draws a seed, as the
+    profile key `random_plan = true` does when no seed is given. The value is the seed, a whole number."""
+    if v.source == "default":
+        profile = get("profile").value
+        if not default_matrix(profile).get("random_plan"):
+            return v
+        v = Value("new", f"profile {profile}")
+    env = v.source.startswith("environment ")
+    name = v.source.removeprefix("environment ") + "=" if env else "--random-plan "  # as the user typed it
+    text = str(v.value).strip().lower()
+    if text != "new" and not (text.isascii() and text.isdigit()):
+        raise BadInput(f"{name}{v.value}: expected a seed (a whole number, 0 or more) or `new`")
+    if not [b for b in get("backends").value if randomplan.drawn_for(b)]:
+        if v.source.startswith("profile"):
+            return Value(None, f"{v.source} (no SQL backend in this run)")
+        raise BadInput(f"{name}{v.value}: random plans are drawn per SQL backend: add --backend sqlite, "
+                       "postgres or mysql")  # fmt: skip
+    if text == "new" and (shard := get("shard").value) and shard[1] > 1:
+        raise BadInput(f"--shard {shard[0]}/{shard[1]} with a new random-plan seed: pass --random-plan N, "
+                       "the same N to every shard, so that they all draw the same cells")  # fmt: skip
+    if text == "new":
+        return Value(randomplan.new_seed(), f"{v.source} (a new seed)")
+    return Value(int(text), v.source)
+
+
 # -- the options ---------------------------------------------------------------------------------------
 def _server_backends() -> list[Backend]:
     """The backends that run on a database server this machine can have: each gets `--X-url` and
@@ -370,6 +438,22 @@ def _declare() -> list[Option]:
                env="MLFLOW_COMPAT_ARTIFACT_STORE",
                argparse={"action": "append", "metavar": "STORE", "dest": "artifact_store"},
                check=_artifact_stores, show=list),
+        Option("scale", ("--scale",),
+               help="seed every SQL cell's FROM store with SIZE metric points (1m, 250k; runs, params, tags, "
+               "registry, inputs with them) and measure the upgrade per revision (default: the profile's: "
+               "off)",
+               env="MLFLOW_COMPAT_SCALE", argparse={"metavar": "SIZE"}, check=_scale,
+               show=lambda size: scale_label(size) if size else "off"),
+        Option("rolling", ("--rolling",),
+               help="keep the FROM server serving a workload of every client through the first upgrade and "
+               "the TO server's start (database server backends)", env="MLFLOW_COMPAT_ROLLING",
+               argparse=flag, check=_rolling),
+        Option("random_plan", ("--random-plan",),
+               help="add one cell per SQL backend drawn from SEED: a 2-4 hop path through the run's "
+               "versions, 1-3 clients, a scenario order; `new` draws a seed (printed first; default: the "
+               "profile's, new in the nightly)", env="MLFLOW_COMPAT_RANDOM_PLAN",
+               argparse={"metavar": "SEED"},
+               check=_random_plan, show=lambda seed: "off" if seed is None else seed),
         Option("clients", ("--clients",), help="client versions for every cell (default: the path's ends)",
                argparse={"metavar": "V1,V2"}, commands=("run",), default_source="default (each path's ends)",
                check=_clients, show=lambda specs: None if specs is None else [s.label for s in specs]),

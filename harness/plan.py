@@ -117,6 +117,11 @@ class CellPlan:
     differential: bool = False
     auth: bool = False  # every server runs the basic-auth app, with its own auth database
     artifact_store: str = "local"  # one of ARTIFACT_STORES
+    # Metric points seeded into the FROM store before the first upgrade (0: none), with the rest of a
+    # realistic volume (harness/scale.py); the upgrade is then measured per revision.
+    scale: int = 0
+    rolling: bool = False  # the FROM server keeps serving a workload through the first upgrade
+    seed: int | None = None  # the seed of the random plan this cell was drawn from (harness/randomplan.py)
 
     def __post_init__(self) -> None:
         known = builtin()
@@ -139,6 +144,12 @@ class CellPlan:
             cid += f"[artifacts={self.artifact_store}]"
         if self.auth:
             cid += "[auth]"
+        if self.scale:
+            cid += f"[scale={scale_label(self.scale)}]"
+        if self.rolling:
+            cid += "[rolling]"
+        if self.seed is not None:
+            cid += f"[seed={self.seed}]"
         return cid
 
     @property
@@ -158,6 +169,9 @@ class CellPlan:
             "differential": self.differential,
             "auth": self.auth,
             "artifact_store": self.artifact_store,
+            "scale": self.scale,
+            "rolling": self.rolling,
+            "seed": self.seed,
         }
 
     @classmethod
@@ -180,7 +194,18 @@ class CellPlan:
             differential=bool(data.get("differential", False)),
             auth=bool(data.get("auth", False)),
             artifact_store=data.get("artifact_store", "local"),
+            scale=int(data.get("scale", 0)),
+            rolling=bool(data.get("rolling", False)),
+            seed=data.get("seed"),
         )
+
+
+def scale_label(points: int) -> str:
+    """How ids and reports write a seeded size: 1000000 -> "1m", 20000 -> "20k", 1500 -> "1500"."""
+    for suffix, unit in (("m", 1_000_000), ("k", 1_000)):
+        if points % unit == 0:
+            return f"{points // unit}{suffix}"
+    return str(points)
 
 
 def default_clients(path: tuple[Spec, ...]) -> tuple[Spec, ...]:
@@ -198,6 +223,8 @@ def plan_cells(
     differential_from: str | None = None,
     auth: tuple[bool, ...] = (False,),
     artifact_stores: tuple[str, ...] = ("local",),
+    scale: int = 0,
+    rolling: bool = False,
 ) -> list[CellPlan]:
     """One cell per path, backend, auth variant and artifact store; ``differential_from`` (the gate's
     baseline) adds the differential pass to the cells whose path starts at that version. An auth cell whose
@@ -223,6 +250,8 @@ def plan_cells(
                         differential=differential_from is not None and p[0].raw == differential_from,
                         auth=with_auth,
                         artifact_store=artifacts,
+                        scale=scale if BACKENDS[b].has_server or b == "sqlite" else 0,
+                        rolling=rolling and BACKENDS[b].has_server,
                     )
                     cells.append(cell)
     seen: set[str] = set()

@@ -140,6 +140,9 @@ class CellResult:
     summary: str = ""  # one line: why the cell is not `pass`
     auth: bool = False  # its servers ran the basic-auth app
     artifact_store: str = "local"  # where its servers kept artifacts (harness.plan.ARTIFACT_STORES)
+    scale: str = ""  # the seeded size ("1m"), when the FROM store was seeded before the upgrade
+    rolling: bool = False  # the FROM server served a workload through the first upgrade
+    seed: int | None = None  # the random plan's seed, when the cell was drawn from one
 
     @property
     def features(self) -> frozenset[str]:
@@ -150,13 +153,18 @@ class CellResult:
     def column(self) -> str:
         """Its column in the report's grid: the backend, and the features its servers ran with."""
         features = [f"{self.artifact_store} artifacts"] if self.artifact_store != "local" else []
-        return " + ".join([self.backend, *features, *(["auth"] if self.auth else [])])
+        features += ["auth"] if self.auth else []
+        features += [f"scale {self.scale}"] if self.scale else []
+        features += ["rolling"] if self.rolling else []
+        features += ["random plans"] if self.seed is not None else []
+        return " + ".join([self.backend, *features])
 
     @property
     def row(self) -> str:
         """Its row in the report's grid: the upgrade path (with the clients when not the default)."""
         row = self.id.split(":", 1)[1]
-        for suffix in (f"[artifacts={self.artifact_store}]", "[auth]"):
+        suffixes = [f"[artifacts={self.artifact_store}]", "[auth]", f"[scale={self.scale}]", "[rolling]"]
+        for suffix in suffixes:
             row = row.replace(suffix, "")
         return row
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import __version__, durations, images, index, owner, pythons
+from harness import __version__, durations, images, index, migration, owner, pythons, randomplan
 from harness.config import RunConfig
 from harness.options import BadInput, Options, parse
 from harness.plan import (
@@ -197,8 +197,16 @@ def plan(run: Run) -> None:
     a run that tests nothing must not pass."""
     opts = run.opts
     names = ("backends", "paths", "clients", "runtime", "scenarios", "scripts", "differential", "auth",
-             "artifact_stores")  # fmt: skip
+             "artifact_stores", "scale", "rolling")  # fmt: skip
     cells = plan_cells(*(opts.value(n) for n in names))
+    if (seed := opts.value("random_plan")) is not None:  # one cell per SQL backend drawn from the seed
+        pool = randomplan.pool_of(opts.value("paths"))
+        opts.resolved["random plan pool"] = ", ".join(s.label for s in pool)
+        try:
+            rest = (opts.value(n) for n in ("scenarios", "runtime", "scripts"))
+            cells += randomplan.draw_run(seed, opts.value("backends"), pool, *rest)
+        except randomplan.PlanError as exc:
+            raise BadInput(str(exc)) from None
     if left := left_out(opts.value("backends"), opts.value("paths"), opts.value("auth")):
         opts.resolved["left out"] = "; ".join(f"{what}: {why}" for what, why in left.items())
         opts.notes.append(f"cells left out: {opts.resolved['left out']}")
@@ -212,6 +220,8 @@ def plan(run: Run) -> None:
     if not run.cells:
         i, n = opts.value("shard") or (1, 1)
         raise BadInput(f"no cell to run: --shard {i}/{n} is empty (the plan has {len(cells)} cell(s))")
+    if seed is not None:  # the run's first line: whatever happens next, the plan can be replayed
+        print(f"random plan seed: {seed} (replay with --random-plan {seed})", file=sys.stderr, flush=True)
     for note in opts.notes:
         print(f"mlflow-compat: {note}", file=sys.stderr)
 
@@ -319,6 +329,18 @@ def collect_results(run: Run) -> None:
     run.result.allow_xpass = bool(run.opts.value("allow_xpass"))
 
 
+def compare_migrations(run: Run) -> None:
+    """The gate at --scale: each candidate cell's upgrade, revision by revision, against the reference cell
+    that upgraded the same FROM to the baseline (harness/migration.py); a synthetic result per pair, so that
+    the verdict counts in the exit code and shows in the report. Nothing outside the gate at scale."""
+    assert run.result is not None
+    baseline = run.opts.value("differential")
+    candidates = {c.path[-1].label for c in run.cells if c.differential}
+    if baseline and run.opts.value("scale"):
+        for candidate in sorted(candidates):
+            run.result.cells += migration.gate_results(list(run.result.cells), candidate, baseline)
+
+
 def remember_durations(run: Run) -> None:
     assert run.result is not None
     durations.remember(run.cells, run.result.cells)
@@ -341,7 +363,7 @@ def update_latest_link(run: Run) -> None:
 
 LIST: tuple[Step, ...] = (resolve, plan)
 RUN: tuple[Step, ...] = (resolve, plan, order, claim, prepare, select, open_services, run_cells,
-                         close_services, collect_results, remember_durations, report,
+                         close_services, collect_results, compare_migrations, remember_durations, report,
                          update_latest_link)  # fmt: skip
 
 
@@ -381,6 +403,9 @@ def gate_options(args: argparse.Namespace) -> tuple[Options, Gate]:
     args.path = list(dict.fromkeys(f"{v}:{args.candidate}" for v in (baseline, oldest)))
     opts = parse(args)
     opts.set("differential", baseline, "gate (the baseline)")
+    if opts.value("scale") and oldest != baseline:  # the baseline's own upgrade, timed beside the candidate's
+        reference = (parse_spec(oldest), parse_spec(baseline))
+        opts.set("paths", [*opts.value("paths"), reference], f"gate (+ {oldest}:{baseline} at --scale)")
     return opts, Gate(candidate, baseline, oldest)
 
 

@@ -24,7 +24,9 @@ from harness.paths import SCENARIOS_DIR
 from harness.results import FEATURES
 from harness.versions import MlflowVersion
 
-NOT_SCENARIOS = {"driver", "forkserver", "common", "script"}  # the runners, helpers, user-script adapter
+# The runners, helpers, the user-script adapter, background programs (the rolling upgrade's workload,
+# `mlflow db upgrade` timed per revision).
+NOT_SCENARIOS = {"driver", "forkserver", "common", "script", "workload", "upgrade_timer", "scale_probe"}
 SCRIPT_PREFIX = "script:"
 DECLARATIONS = ("REQUIRES", "STORE_REQUIRES", "DEFAULT", "PACKAGES", "NEEDS")
 

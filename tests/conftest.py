@@ -23,8 +23,10 @@ def require_docker() -> None:
         pytest.skip("no Docker engine answers on this machine")
 
 
-def run_cli(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    """The real console entry point, in a child process, as a user runs it."""
+def run_cli(
+    *args: str, timeout: float = 1800, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real console entry point, in a child process, as a user runs it (``env``: variables to set)."""
     return subprocess.run(
         [sys.executable, "-m", "harness.cli", *args],
         capture_output=True,
@@ -32,6 +34,7 @@ def run_cli(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[st
         timeout=timeout,
         cwd=REPO,
         check=False,
+        env={**os.environ, **(env or {})},
     )
 
 

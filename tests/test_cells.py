@@ -10,7 +10,6 @@ import json
 import re
 import sqlite3
 import subprocess
-import tempfile
 import xml.etree.ElementTree as ET
 from contextlib import closing
 from pathlib import Path
@@ -32,10 +31,12 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.cell
 
 
-def mlflow_processes() -> list[str]:
-    """Server processes started from the harness's env cache that are still running."""
+def mlflow_processes(under: Path | None = None) -> list[str]:
+    """Server processes started from the harness's env cache that are still running (``under``: only those
+    whose command line names that directory, e.g. a run's private temp dir: other tests run in parallel)."""
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if "mlflow-compat/envs/" in line and " server" in line]
+    return [line for line in out.splitlines() if "mlflow-compat/envs/" in line and " server" in line
+            and (under is None or str(under) in line)]  # fmt: skip
 
 
 # Scenarios whose APIs every version here has and every server answers alike: cells that must pass use them.
@@ -94,8 +95,11 @@ def test_matrix_end_to_end(tmp_path: Path, unresolvable_wheel: Path) -> None:
     results = tmp_path / "results"
     backends = ["--backend", "file", "--backend", "sqlite", "--backend", "mysql"]
     paths = ["--path", "1.30.1:2.22.5", "--path", f"{unresolvable_wheel}:2.22.5"]
+    # The run's stores and database server live in a temp dir of its own: parallel tests start theirs in /tmp.
+    private = tmp_path / "tmp"
+    private.mkdir()
     proc = run_cli("run", "--results-dir", str(results), "--runtime", "local", *backends, *paths, "-n", "2",
-                   "--scenarios", "quickstart,metric_history")  # fmt: skip
+                   "--scenarios", "quickstart,metric_history", env={"TMPDIR": str(private)})  # fmt: skip
     assert proc.returncode == 3, proc.stdout + proc.stderr  # infrastructure errors only, no failure
     run_dir = (results / "latest").resolve()
     data = json.loads((run_dir / "results.json").read_text())
@@ -130,8 +134,8 @@ def test_matrix_end_to_end(tmp_path: Path, unresolvable_wheel: Path) -> None:
     assert "| 1.30.1->2.22.5 | ✅ pass | ✅ pass | ✅ pass |" in report and "## Failures and errors" in report
     assert "MariaDB" in report
     assert (run_dir / "cells" / "sqlite_1.30.1_to_2.22.5" / "logs" / "before-server-1.30.1.log").exists()
-    assert mlflow_processes() == []
-    assert not any(Path(tempfile.gettempdir()).glob("mlflow-compat-mariadb-*")), "the run's MariaDB is left"
+    assert mlflow_processes(under=private) == []
+    assert not any(private.glob("mlflow-compat-mariadb-*")), "the run's MariaDB is left"
 
 
 def _plant_differences(point: str, store: Store) -> None:

@@ -394,3 +394,23 @@ def test_two_runs_at_once_do_not_collide(tmp_path: Path) -> None:
         cells = json.loads((run_dir / "results.json").read_text())["cells"]
         assert len(cells) == 2 and {c["status"] for c in cells} == {"pass"}
     assert not results.exists()  # each wrote where it was told
+
+
+@pytest.mark.cell
+def test_a_harness_bug_inside_a_step_leaves_that_step_an_error_never_a_pass(tmp_path: Path) -> None:
+    """An exception the harness did not expect, raised inside the db-upgrade step (planted through the
+    tamper hook there): the step that never finished reads `error` with the exception, the cell says
+    "harness error", and nothing after it ran as if it had passed."""
+
+    def bug(point: str, store) -> None:
+        if point == "before-db-upgrade":
+            raise ValueError("planted harness bug")
+
+    result = run_one(tmp_path, "sqlite", "1.30.1:2.22.5", tamper=bug, scenarios=("quickstart",))
+    upgrade = next(c for c in result.checks if c.name == "db-upgrade")
+    assert upgrade.status is Status.ERROR
+    assert upgrade.detail == "harness error: ValueError: planted harness bug"
+    harness = next(c for c in result.checks if c.name == "harness")
+    assert harness.status is Status.ERROR and "planted harness bug" in harness.detail
+    assert result.status is Status.ERROR and not checks(result, Status.FAIL)
+    assert not [c for c in result.checks if c.phase == "after"]  # the cell ended there

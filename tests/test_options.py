@@ -19,7 +19,9 @@ from harness.rundir import RunDir
 from harness.specs import parse_path
 
 # The report's options table, row by row, as it has always been (a change here changes every report).
-TABLE = ["backends", "paths", "auth", "artifact_stores", "clients", "results_dir", "select", "jobs",
+TABLE = ["backends", "paths", "auth", "artifact_stores", "scale", "rolling", "random_plan", "clients",
+         "results_dir",
+         "select", "jobs",
          "runtime", "keep_stores", "profile", "scenarios", "scripts", "expectations", "allow_xpass",
          "compare", "shard", "client_launch",
          "postgres_url", "mysql_url", "base_image", "docker_network", "postgres_image", "mysql_image",
@@ -47,6 +49,26 @@ def test_the_options_table_keeps_its_rows_values_and_sources(tmp_path: Path) -> 
     assert table["mysql_url"] == {"value": "a local server started by the run", "source": "default"}
     assert table["docker_network"] == {"value": "auto", "source": "default"}
     assert table["results_dir"]["value"] == str((tmp_path / "r").resolve())
+
+
+def test_scale_and_rolling_are_sizes_and_flags_refused_where_they_mean_nothing(tmp_path: Path) -> None:
+    assert [options.parse_size(t) for t in ("1m", "250k", "20000", "1.5m", "off", "0")] == [
+        1_000_000, 250_000, 20_000, 1_500_000, 0, 0]  # fmt: skip
+    table = parsed(tmp_path).describe()
+    assert table["scale"] == {"value": "off", "source": "default"}
+    assert table["rolling"] == {"value": False, "source": "default"}
+    opts = parsed(tmp_path, "--backend", "postgres", "--scale", "1m", "--rolling")
+    assert opts.value("scale") == 1_000_000 and opts.value("rolling") is True
+    assert opts.describe()["scale"] == {"value": "1m", "source": "command line"}
+    assert parsed(tmp_path, environ={"MLFLOW_COMPAT_SCALE": "20k"}).value("scale") == 20_000
+    for argv, refusal in (
+        (("--scale", "12x"), r"^--scale 12x: expected a size such as 1m, 250k or 20000$"),
+        (("--scale", "500"), r"^--scale 500: at least 1000 metric points \(1k\), or 0 for none$"),
+        (("--backend", "file", "--scale", "1m"), r"^--scale seeds SQL stores: add --backend sqlite"),
+        (("--backend", "sqlite", "--rolling"), r"^--rolling needs a database server backend"),
+    ):
+        with pytest.raises(options.BadInput, match=refusal):
+            parsed(tmp_path, *argv)
 
 
 def test_cell_features_come_from_flags_environment_or_profile(tmp_path: Path) -> None:

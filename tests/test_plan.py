@@ -26,6 +26,17 @@ def test_custom_clients_show_in_id_and_duplicates_collapse() -> None:
     assert [c.id for c in cells] == ["sqlite:1.30.1->2.22.5->3.17.2[clients=2.22.5]"]
 
 
+def test_scale_and_rolling_go_to_the_cells_they_mean_something_for_and_into_ids() -> None:
+    path = parse_path("2.22.5:3.17.2")
+    cells = {c.backend: c for c in plan_cells(["file", "sqlite", "postgres"], [path], None, "local",
+                                               scale=20_000, rolling=True)}  # fmt: skip
+    assert cells["file"].id == "file:2.22.5->3.17.2"  # no schema to seed, no database server to share
+    assert cells["sqlite"].id == "sqlite:2.22.5->3.17.2[scale=20k]"
+    assert cells["postgres"].id == "postgres:2.22.5->3.17.2[scale=20k][rolling]"
+    back = CellPlan.from_json(cells["postgres"].to_json())
+    assert (back.scale, back.rolling, back.seed, back.id) == (20_000, True, None, cells["postgres"].id)
+
+
 def test_plan_roundtrip_pins_latest() -> None:
     cell = CellPlan("sqlite", parse_path("1.30.1:2.22.5"), (parse_spec("1.30.1"),), scripts=("/x/train.py",))
     data = cell.to_json()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from harness import databases
 from harness.backends import DATABASE_BACKENDS, Store
@@ -41,6 +41,17 @@ class RunningServer(Protocol):
     def stop(self) -> int | None: ...
 
 
+class UpgradeRun(NamedTuple):
+    """What a runtime's `db_upgrade` returns: the exit code (None on a timeout, or when it was killed on
+    purpose), seconds, the timer's events file (harness/migration.py reads it; None: no timer ran), and the
+    revision it was killed in (``kill_at``), else None."""
+
+    code: int | None
+    seconds: float
+    events: Path | None = None
+    killed_at: str | None = None
+
+
 class Runtime(Protocol):
     name: str
 
@@ -55,8 +66,13 @@ class Runtime(Protocol):
         and return once /health answers. Raises harness.server.ServerStartError, classified."""
         ...
 
-    def db_upgrade(self, env: Env, store: Store, log: Path, timeout: float) -> tuple[int | None, float]:
-        """`mlflow db upgrade` from ``env`` on ``store``; returns (exit code or None on timeout, seconds)."""
+    def db_upgrade(
+        self, env: Env, store: Store, log: Path, timeout: float, kill_at: str | None = None
+    ) -> UpgradeRun:
+        """`mlflow db upgrade` from ``env`` on ``store`` (the store's own command: `Store.upgrade_args`),
+        through the revision timer (scenarios/upgrade_timer.py, the same click command as the `mlflow`
+        script) with its events beside ``log``. ``kill_at``: kill it (SIGKILL, as a crash would) inside that
+        alembic revision, after its first statement (the interrupted migration)."""
         ...
 
 

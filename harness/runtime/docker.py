@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -28,13 +29,13 @@ import docker.errors
 import requests
 from sqlalchemy.engine import make_url
 
-from harness import images, objectstore, owner, procs
+from harness import images, migration, objectstore, owner, procs
 from harness.backends import DATABASE_BACKENDS, DatabaseStore, FileStore, SqlProduct, Store, product
 from harness.config import RunConfig
 from harness.databases import DatabaseError, DatabaseServer
 from harness.envs import Env
 from harness.features import Feature, ServerSetup, ServerView, combine
-from harness.runtime._base import RunDatabases
+from harness.runtime._base import RunDatabases, UpgradeRun
 from harness.server import ServerStartError, StartFailure, launch, start_with_port_retries, wait_serving
 from harness.waiting import NotReady, SqlLogin, start_with_retries
 
@@ -192,18 +193,50 @@ class DockerRuntime:
             return f"{mode}, in container"
         return f"{mode}: {store.artifacts_dir} bind-mounted at the same path in the container"
 
-    def db_upgrade(self, env: Env, store: Store, log: Path, timeout: float) -> tuple[int | None, float]:
+    def db_upgrade(
+        self, env: Env, store: Store, log: Path, timeout: float, kill_at: str | None = None
+    ) -> UpgradeRun:
+        """The upgrade in a container of the version's image, through the revision timer: the script and its
+        events live in the store's directory (the container's only mount) and the events are copied beside
+        ``log`` afterwards. ``kill_at``: SIGKILL the container (ours: started here) inside that revision."""
         started = time.monotonic()
         args = store.upgrade_args(self.store_uri(store))
+        timer_dir = store.workdir / ".upgrade-timer"
+        timer_dir.mkdir(exist_ok=True)
+        shutil.copy2(migration.TIMER, timer_dir / migration.TIMER.name)
+        events = timer_dir / migration.events_path(log).name
+        events.unlink(missing_ok=True)
+        inside = MOUNT / timer_dir.name
+        command = ["python3", str(inside / migration.TIMER.name), str(inside / events.name), "--", *args]
         with log.open("a") as fh:
-            fh.write(f"$ docker run {self.image_for(env)} mlflow {procs.redact(' '.join(args))}\n")
-        container = self._run(env, store, ["mlflow", *args], {})
+            fh.write(f"$ docker run {self.image_for(env)} {procs.redact(' '.join(command))}\n")
+        container = self._run(env, store, command, {migration.PAUSE_IN: kill_at} if kill_at else {})
+        hit = False
         try:
-            code = container.wait(timeout=timeout).get("StatusCode")
+            if kill_at is not None:
+                hit = migration.wait_for_pause(events, kill_at, lambda: not _running(container), timeout,
+                                               poll=0.05)  # fmt: skip
+                if hit:
+                    with contextlib.suppress(docker.errors.APIError):  # it may have ended meanwhile
+                        container.kill(signal="SIGKILL")
+            left = max(1.0, timeout - (time.monotonic() - started))
+            code = container.wait(timeout=left).get("StatusCode")
         except requests.exceptions.RequestException:  # no exit within the timeout: the read timed out
             code = None
-        _finish(container, log)
-        return code, time.monotonic() - started
+        finally:
+            _finish(container, log)
+            if events.exists():
+                shutil.copyfile(events, migration.events_path(log))
+        return UpgradeRun(None if hit else code, time.monotonic() - started, migration.events_path(log),
+                          kill_at if hit else None)  # fmt: skip
+
+
+def _running(container: Any) -> bool:
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return False
+    return container.status in ("created", "running")
 
 
 def database_container(run_id: str, backend: str) -> str:

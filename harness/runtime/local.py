@@ -1,25 +1,30 @@
 """The embedded default: servers are `mlflow server` processes from each version's venv, on 127.0.0.1.
 
 `LocalRuntime` starts a cell's servers (waiting and classifying as harness.server says) and runs `mlflow db
-upgrade` as a process; `LocalScope` is a local run's run-level scope: its database servers are throwaway
+upgrade` as a process (through the revision timer, scenarios/upgrade_timer.py; killed on purpose for the
+interrupted migration); `LocalScope` is a local run's run-level scope: its database servers are throwaway
 local processes (harness.databases.start_local) or the user's own, and its S3 server (when the run has S3
 cells) a moto process (harness.objectstore.start_local). Nothing about containers lives here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import databases, objectstore, procs
+from harness import databases, migration, objectstore, procs
 from harness.backends import FileStore, Store
 from harness.config import RunConfig
 from harness.envs import Env
 from harness.features import Feature, ServerSetup, combine, local_view
-from harness.runtime._base import RunDatabases
+from harness.runtime._base import RunDatabases, UpgradeRun
 from harness.server import launch, start_with_port_retries, wait_serving
 
 HOST = "127.0.0.1"
@@ -79,13 +84,33 @@ class LocalRuntime:
         wait_serving(server, offset)
         return server
 
-    def db_upgrade(self, env: Env, store: Store, log: Path, timeout: float) -> tuple[int | None, float]:
-        return procs.run(
-            [str(env.bin / "mlflow"), *store.upgrade_args(store.uri)],
-            env=env.environ(),
-            log=log,
-            timeout=timeout,
-        )
+    def db_upgrade(
+        self, env: Env, store: Store, log: Path, timeout: float, kill_at: str | None = None
+    ) -> UpgradeRun:
+        """The upgrade as a process of its own group, through the revision timer; ``kill_at``: SIGKILL that
+        group (ours: started here) inside that revision, once the timer paused after its first statement."""
+        events = migration.events_path(log)
+        events.unlink(missing_ok=True)
+        cmd = [str(env.interpreter), str(migration.TIMER), str(events), "--", *store.upgrade_args(store.uri)]
+        if kill_at is None:
+            code, seconds = procs.run(cmd, env=env.environ(), log=log, timeout=timeout)
+            return UpgradeRun(code, seconds, events)
+        started = time.monotonic()
+        proc = procs.spawn(cmd, env={**env.environ(), migration.PAUSE_IN: kill_at}, log=log)
+        try:
+            hit = migration.wait_for_pause(events, kill_at, lambda: proc.poll() is not None, timeout)
+            if hit:
+                with contextlib.suppress(ProcessLookupError):  # it may have ended on its own meanwhile
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with log.open("a") as fh:
+                    fh.write(f"\n[mlflow-compat] killed (SIGKILL) inside revision {kill_at}\n")
+            try:
+                code: int | None = proc.wait(timeout=max(1.0, timeout - (time.monotonic() - started)))
+            except subprocess.TimeoutExpired:
+                code = None
+        finally:
+            procs.stop(proc, grace=2.0)
+        return UpgradeRun(None if hit else code, time.monotonic() - started, events, kill_at if hit else None)
 
 
 class LocalScope:
