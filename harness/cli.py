@@ -62,6 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def print_summary(run: RunResult, run_dir: RunDir) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text  # ids and summaries as they are: "[scale=1m]" or "[auth]" is not markup
 
     console = Console(stderr=False)
     colours = {
@@ -77,9 +78,10 @@ def print_summary(run: RunResult, run_dir: RunDir) -> None:
         table.add_column(col)
     for cell in run.cells:
         c = colours[cell.status.value]
-        table.add_row(cell.id, f"[{c}]{cell.status.value}[/{c}]", f"{cell.seconds:.0f}", cell.summary or "")
+        table.add_row(Text(cell.id), Text(cell.status.value, style=c), f"{cell.seconds:.0f}",
+                      Text(cell.summary or ""))  # fmt: skip
     for cid in run.not_run:
-        table.add_row(cid, "[yellow]not run[/yellow]", "", "no result (interrupted or crashed)")
+        table.add_row(Text(cid), Text("not run", style="yellow"), "", "no result (interrupted or crashed)")
     console.print(table)
     counts = ", ".join(f"{n} {s}" for s, n in run.counts().items() if n)
     console.print(f"{counts}. Report: {run_dir.report_md} (exit code {run.exit_code()})")

@@ -180,3 +180,23 @@ def test_a_gate_selection_that_matches_nothing_names_the_cells(tmp_path: Path) -
 )
 def test_report_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
     assert message in refused(tmp_path, "report", *args)
+
+
+def test_the_summary_table_shows_ids_and_summaries_with_brackets_as_they_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cell ids carry their features in brackets ("[scale=1m]", "[auth]"): rich must not read them as markup
+    (it did, and `postgres:2.22.5->3.17.2[scale=1m]` was printed as `postgres:2.22.5->3.17.2`)."""
+    from harness.cli import print_summary
+    from harness.results import CellResult, RunResult, Status
+    from harness.rundir import RunDir
+
+    monkeypatch.setenv("COLUMNS", "250")  # one line per row
+    summary = "upgrade db-upgrade: [red]x[/red] exited"
+    cell = CellResult("postgres:2.22.5->3.17.2[scale=1m][auth]", "postgres", "local", ["2.22.5", "3.17.2"],
+                      ["2.22.5"], status=Status.FAIL, summary=summary)  # fmt: skip
+    run = RunResult("r", "s", "e", "0", {}, [cell], not_run=["mysql:1.30.1->2.22.5[rolling]"])
+    print_summary(run, RunDir(tmp_path / "r"))
+    out = capsys.readouterr().out
+    assert "postgres:2.22.5->3.17.2[scale=1m][auth]" in out and summary in out
+    assert "mysql:1.30.1->2.22.5[rolling]" in out
