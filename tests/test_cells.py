@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 import xml.etree.ElementTree as ET
 from contextlib import closing
 from pathlib import Path
@@ -88,7 +90,7 @@ def checks(result: CellResult, status: Status) -> list[str]:
     ]
 
 
-def test_matrix_end_to_end(tmp_path: Path, unresolvable_wheel: Path) -> None:
+def test_matrix_end_to_end(tmp_path: Path, unresolvable_wheel: Path, request: pytest.FixtureRequest) -> None:
     """`mlflow-compat run` as a user runs it: real cells pass on the file store, SQLite and a MariaDB the run
     starts and stops itself; the cells of an MLflow that cannot be installed end as `error` with the
     resolver's reason while the others still run; nothing is left running."""
@@ -96,8 +98,9 @@ def test_matrix_end_to_end(tmp_path: Path, unresolvable_wheel: Path) -> None:
     backends = ["--backend", "file", "--backend", "sqlite", "--backend", "mysql"]
     paths = ["--path", "1.30.1:2.22.5", "--path", f"{unresolvable_wheel}:2.22.5"]
     # The run's stores and database server live in a temp dir of its own: parallel tests start theirs in /tmp.
-    private = tmp_path / "tmp"
-    private.mkdir()
+    # A short path: MariaDB's socket path must stay under 108 bytes (pytest's tmp_path is too deep).
+    private = Path(tempfile.mkdtemp(prefix="mc-e2e-"))
+    request.addfinalizer(lambda: shutil.rmtree(private, ignore_errors=True))
     proc = run_cli("run", "--results-dir", str(results), "--runtime", "local", *backends, *paths, "-n", "2",
                    "--scenarios", "quickstart,metric_history", env={"TMPDIR": str(private)})  # fmt: skip
     assert proc.returncode == 3, proc.stdout + proc.stderr  # infrastructure errors only, no failure
