@@ -53,6 +53,7 @@ import sqlalchemy as sa
 
 from harness import procs
 from harness.envs import Env
+from harness.integrity import TRACKING_TABLES, read_revision
 from harness.paths import SCENARIOS_DIR
 from harness.plan import scale_label
 from harness.results import Check, Status
@@ -192,35 +193,37 @@ def compare_sample(plan: Plan, got: dict[str, Any]) -> list[str]:
         diffs.append(f"search_runs found {got.get('search_count')} seeded runs, expected {expect_found}")
     for rid, expected in want["runs"].items():
         seen = got.get("runs", {}).get(rid)
-        if seen is None:
-            diffs.append(f"run {rid}: not read")
-            continue
-        for name in (
-            "name",
-            "experiment_id",
-            "start_time",
-            "end_time",
-            "status",
-            "params",
-            "metrics",
-            "history",
-        ):
-            if seen.get(name) != expected[name]:
-                diffs.append(f"run {rid}.{name}: {_short(seen.get(name))}, expected {_short(expected[name])}")
-        tags = {k: v for k, v in (seen.get("tags") or {}).items() if k.startswith("scale.")}
-        if tags != expected["tags"]:
-            diffs.append(f"run {rid}.tags: {_short(tags)}, expected {_short(expected['tags'])}")
+        if seen is not None:  # the seeded tags only (MLflow adds its own)
+            tags = {k: v for k, v in (seen.get("tags") or {}).items() if k.startswith("scale.")}
+            seen = {**seen, "tags": tags}
+        diffs += _differences(f"run {rid}", seen, expected, RUN_FIELDS)
     for key, expected in want["model_versions"].items():
         seen = got.get("model_versions", {}).get(key)
-        if seen is None:
-            diffs.append(f"model version {key}: not read")
-            continue
-        for name, value in expected.items():
-            if seen.get(name) != value:
-                diffs.append(
-                    f"model version {key}.{name}: {_short(seen.get(name))}, expected {_short(value)}"
-                )
+        diffs += _differences(f"model version {key}", seen, expected, tuple(expected))
     return diffs
+
+
+RUN_FIELDS = (
+    "name",
+    "experiment_id",
+    "start_time",
+    "end_time",
+    "status",
+    "params",
+    "metrics",
+    "history",
+    "tags",
+)
+
+
+def _differences(
+    what: str, seen: dict[str, Any] | None, expected: dict[str, Any], fields: tuple[str, ...]
+) -> list[str]:
+    """``what``'s fields as read against what was seeded, one line per wrong one ("not read": none at all)."""
+    if seen is None:
+        return [f"{what}: not read"]
+    return [f"{what}.{name}: {_short(seen.get(name))}, expected {_short(expected[name])}"
+            for name in fields if seen.get(name) != expected[name]]  # fmt: skip
 
 
 def _short(value: Any) -> str:
@@ -509,8 +512,6 @@ def _table_sql(d: Dialect, table: str, kinds: dict[str, str], columns: list[str]
 def checksums(url: str | sa.URL, like: Sums | None = None) -> Sums:
     """Counts and checksums of every tracking table at ``url`` (harness.integrity.TRACKING_TABLES), or, with
     ``like``, of ``like``'s tables and the columns they had that still exist."""
-    from harness.integrity import TRACKING_TABLES, read_revision
-
     engine = _engine(url)
     started = time.monotonic()
     try:
