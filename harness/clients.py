@@ -13,7 +13,6 @@ import json
 import os
 import select
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from harness import owner, procs
+from harness import procs
 from harness.envs import Env
 from harness.paths import SCENARIOS_DIR
 
@@ -106,17 +105,8 @@ class ForkServer:
 
     def __init__(self, env: Env) -> None:
         self.env = env
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (read only if it fails to start)
-        environ = {**env.environ(), **CLIENT_RETRIES, owner.ENV: owner.token()}
-        self.proc = subprocess.Popen(
-            [str(env.interpreter), str(FORKSERVER)],
-            env=environ,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            start_new_session=True,
-        )
-        procs.track(self.proc.pid)
+        environ = {**env.environ(), **CLIENT_RETRIES}
+        self.proc, self._stderr = procs.start_helper([str(env.interpreter), str(FORKSERVER)], environ)
         self._buffer = b""
         try:
             ready = self._receive(time.monotonic() + FORKSERVER_READY_S)

@@ -25,6 +25,7 @@ class RunConfig:
     run_id: str
     runtime: str = "local"  # "local" or "docker": resolved, never "auto"
     client_launch: str = "fork"  # each client step forked from a per-version fork server, or spawned
+    server_launch: str = "fork"  # local servers forked from a per-version server fork server, or the real CLI
     keep_stores: bool = False  # keep each cell's store directory for inspection
     expectations: str | None = None  # the declarations file (absolute); None: the shipped one
     docker_network: str = "host"  # "host" or "bridge" (resolved)

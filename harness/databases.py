@@ -118,9 +118,11 @@ class LocalProcess:
         return port
 
     def crash(self) -> None:
-        """Kill the server's process group at once, keeping its data directory (a crash, for fault tests)."""
+        """Kill the server's process group at once, keeping its data directory (a crash, for fault tests);
+        returns once no process of the group is left (a restart must not find the old postmaster)."""
         if self.proc is not None:
             procs.stop(self.proc, grace=0)
+            procs.wait_group_gone(self.proc.pid, timeout=10)
 
     def restart(self) -> None:
         """Start the server again on its data directory and port, after a crash."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from harness import expectations, procs
+from harness import expectations, procs, serverfork
 from harness.backends import DATABASE_BACKENDS
 from harness.cell import CellContext, run_cell
 from harness.clients import close_forkservers
@@ -122,6 +122,7 @@ def ad_hoc() -> Worker:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     close_forkservers()
+    serverfork.close_all()
     found: Worker | None = getattr(config, "_compat_worker", None)
     if found is not None:
         found.close()

@@ -14,9 +14,11 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from harness import owner
 
@@ -68,6 +70,16 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int | None:
     return proc.returncode
 
 
+def start_helper(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """A long-lived helper the harness talks to over its stdin and stdout (a fork server), in a session of
+    its own and tracked; its stderr goes to a temporary file, read only if it fails to start."""
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 (the caller closes it with the helper)
+    proc = subprocess.Popen(cmd, env={**env, owner.ENV: owner.token()}, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)  # fmt: skip
+    track(proc.pid)
+    return proc, stderr
+
+
 def run(
     cmd: list[str], *, env: dict[str, str], log: Path, timeout: float, cwd: Path | None = None
 ) -> tuple[int | None, float]:
@@ -91,11 +103,31 @@ def track(pgid: int) -> None:
         _live.add(pgid)
 
 
+def forget(pgid: int) -> None:
+    """Stop counting a tracked group that is ending on its own (nothing is signalled)."""
+    with _lock:
+        _live.discard(pgid)
+
+
 def untrack(pgid: int) -> None:
     """Kill what is left of a tracked group and stop counting it."""
     _signal_group(pgid, signal.SIGKILL)
     with _lock:
         _live.discard(pgid)
+
+
+def wait_group_gone(pgid: int, timeout: float) -> bool:
+    """Whether every process of group ``pgid`` has ended (and been reaped) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        time.sleep(0.02)
+    return False
 
 
 def _signal_group(pgid: int, sig: int) -> None:

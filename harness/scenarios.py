@@ -26,7 +26,16 @@ from harness.versions import MlflowVersion
 
 # The runners, helpers, the user-script adapter, background programs (the rolling upgrade's workload,
 # `mlflow db upgrade` timed per revision).
-NOT_SCENARIOS = {"driver", "forkserver", "common", "script", "workload", "upgrade_timer", "scale_probe"}
+NOT_SCENARIOS = {
+    "driver",
+    "forkserver",
+    "serverfork",
+    "common",
+    "script",
+    "workload",
+    "upgrade_timer",
+    "scale_probe",
+}
 SCRIPT_PREFIX = "script:"
 DECLARATIONS = ("REQUIRES", "STORE_REQUIRES", "DEFAULT", "PACKAGES", "NEEDS")
 

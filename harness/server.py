@@ -31,6 +31,7 @@ class StartFailure(StrEnum):
     CRASHED = "crashed"  # exited for another reason: MLflow behaviour, shown with its log
     PORT_TAKEN = "port-taken"  # infrastructure: retried on another port
     TIMEOUT = "timeout"  # infrastructure: never answered /health
+    LAUNCHER = "launcher"  # infrastructure: the harness's server fork server failed (harness.serverfork)
 
 
 class ServerStartError(RuntimeError):
@@ -41,7 +42,7 @@ class ServerStartError(RuntimeError):
 
     @property
     def is_infrastructure(self) -> bool:
-        return self.kind in (StartFailure.PORT_TAKEN, StartFailure.TIMEOUT)
+        return self.kind in (StartFailure.PORT_TAKEN, StartFailure.TIMEOUT, StartFailure.LAUNCHER)
 
 
 _SCHEMA_REFUSAL = re.compile(
@@ -120,7 +121,7 @@ def wait_serving(server: Serving, offset: int, timeout: float = HEALTH_TIMEOUT_S
     """Return once ``server`` answers /health and is still alive (the seconds waited); else stop it and raise
     ServerStartError, classified: TIMEOUT when it never answered, or why it exited (before or right after
     answering) from what its log says after ``offset``."""
-    health = HttpHealth(server.url).with_startup_timeout(timeout).with_poll_interval(0.2)
+    health = HttpHealth(server.url).with_startup_timeout(timeout).with_poll_interval(0.05)
     waited = 0.0
     try:
         waited = health.wait_until_ready(server)

@@ -7,6 +7,7 @@ directories, databases, ports) for anything the run left behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -273,27 +274,43 @@ def test_database_crash_during_db_upgrade_is_an_error_and_the_backup_restores(tm
     root.chmod(0o755)
     pg = start_local("postgres", root)
     crashed: list[bool] = []
+    crasher: list[threading.Thread] = []
 
     def crash_during_upgrade(point: str, store) -> None:
+        """Hold alembic_version locked so that the upgrade, once it reaches the database, waits on it; then
+        crash the server under the waiting upgrade. (Not a sleep: a forked upgrade is done in 0.3 s.)"""
         if point != "before-db-upgrade":
             return
+        engine = sa.create_engine(store.sqlalchemy_url, poolclass=sa.pool.NullPool)
+        holder = engine.connect()
+        holder.begin()
+        holder.execute(sa.text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
 
-        def crash_once_upgrading() -> None:
+        def crash_once_upgrade_waits() -> None:
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                logs = list(store.workdir.parent.glob("*/logs/upgrade-db-upgrade-*.log"))
-                if logs and logs[0].stat().st_size > 0:
-                    time.sleep(1.0)  # `mlflow db upgrade` is importing and migrating
-                    pg.crash()
-                    crashed.append(True)
-                    return
-                time.sleep(0.05)
+            try:
+                while time.monotonic() < deadline:
+                    with engine.connect() as watcher:
+                        waiting = watcher.execute(sa.text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND pid <> pg_backend_pid()")).scalar()  # fmt: skip
+                    if waiting:
+                        pg.crash()
+                        crashed.append(True)
+                        return
+                    time.sleep(0.05)
+            finally:
+                with contextlib.suppress(Exception):  # the server under it is gone
+                    holder.close()
+                engine.dispose()
 
-        threading.Thread(target=crash_once_upgrading, daemon=True).start()
+        crasher.append(threading.Thread(target=crash_once_upgrade_waits, daemon=True))
+        crasher[0].start()
 
     try:
         result = run_one(tmp_path, "postgres", "1.30.1:2.22.5", tamper=crash_during_upgrade,
                          databases=_Only(pg), keep_store=True, scenarios=("quickstart",))  # fmt: skip
+        crasher[0].join(timeout=30)
         assert crashed, "the fault happened"
         upgrade = next(c for c in result.checks if c.name == "db-upgrade")
         assert upgrade.status is Status.ERROR, upgrade.detail

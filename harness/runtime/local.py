@@ -19,34 +19,50 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import databases, migration, objectstore, procs
+from harness import databases, migration, objectstore, procs, serverfork
 from harness.backends import FileStore, Store
 from harness.config import RunConfig
 from harness.envs import Env
 from harness.features import Feature, ServerSetup, combine, local_view
 from harness.runtime._base import RunDatabases, UpgradeRun
-from harness.server import launch, start_with_port_retries, wait_serving
+from harness.server import ServerStartError, StartFailure, launch, start_with_port_retries, wait_serving
+from harness.serverfork import SERVER_LAUNCHES, ForkedServerProcess
 
 HOST = "127.0.0.1"
 
 
 @dataclass
 class LocalServer:
+    """A server on 127.0.0.1: an `mlflow server` process (cli), or the web server forked for it (fork)."""
+
     url: str
     version: str
     artifact_mode: str
     log: Path
-    proc: subprocess.Popen[bytes] = field(repr=False)
+    proc: subprocess.Popen[bytes] | ForkedServerProcess = field(repr=False)
+
+    @property
+    def launched(self) -> str:
+        """How: "cli", or the fork server's "fork" (in-process) / "exec" (exec'd for real) / "cli" (ended in
+        the CLI part, before any web server)."""
+        return self.proc.how if isinstance(self.proc, ForkedServerProcess) else "cli"
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def stop(self) -> int | None:
+        if isinstance(self.proc, ForkedServerProcess):
+            return self.proc.stop()
         return procs.stop(self.proc)
 
 
 class LocalRuntime:
     name = "local"
+
+    def __init__(self, server_launch: str = "fork") -> None:
+        if server_launch not in SERVER_LAUNCHES:
+            raise ValueError(f"server_launch={server_launch!r}: expected one of {', '.join(SERVER_LAUNCHES)}")
+        self.server_launch = server_launch
 
     def describe(self) -> dict[str, str]:
         return {}
@@ -68,12 +84,17 @@ class LocalRuntime:
             setup=setup,
         )
         offset = log.stat().st_size if log.exists() else 0
-        proc = procs.spawn(
-            [str(env.bin / "mlflow"), *plan.args],
-            env={**env.environ(), **plan.env},
-            log=log,
-            cwd=store.workdir,
-        )
+        environ = {**env.environ(), **plan.env}
+        proc: subprocess.Popen[bytes] | ForkedServerProcess
+        if self.server_launch == "fork":
+            try:
+                proc = serverfork.fork_server(env).start_server(
+                    plan.args, env=environ, cwd=store.workdir, log=log
+                )
+            except serverfork.LaunchError as exc:
+                raise ServerStartError(StartFailure.LAUNCHER, str(exc)) from exc
+        else:
+            proc = procs.spawn([str(env.bin / "mlflow"), *plan.args], env=environ, log=log, cwd=store.workdir)
         server = LocalServer(
             url=f"http://{HOST}:{port}",
             version=str(env.version),
@@ -81,7 +102,11 @@ class LocalRuntime:
             log=log,
             proc=proc,
         )
-        wait_serving(server, offset)
+        try:
+            wait_serving(server, offset)
+        except serverfork.LaunchError as exc:  # the fork server failed under the start: ours, not MLflow's
+            server.stop()
+            raise ServerStartError(StartFailure.LAUNCHER, str(exc)) from exc
         return server
 
     def db_upgrade(
@@ -91,7 +116,10 @@ class LocalRuntime:
         group (ours: started here) inside that revision, once the timer paused after its first statement."""
         events = migration.events_path(log)
         events.unlink(missing_ok=True)
-        cmd = [str(env.interpreter), str(migration.TIMER), str(events), "--", *store.upgrade_args(store.uri)]
+        argv = [str(events), "--", *store.upgrade_args(store.uri)]
+        if self.server_launch == "fork":
+            return self._forked_upgrade(env, store, log, argv, timeout, kill_at)
+        cmd = [str(env.interpreter), str(migration.TIMER), *argv]
         if kill_at is None:
             code, seconds = procs.run(cmd, env=env.environ(), log=log, timeout=timeout)
             return UpgradeRun(code, seconds, events)
@@ -111,6 +139,30 @@ class LocalRuntime:
         finally:
             procs.stop(proc, grace=2.0)
         return UpgradeRun(None if hit else code, time.monotonic() - started, events, kill_at if hit else None)
+
+    def _forked_upgrade(
+        self, env: Env, store: Store, log: Path, argv: list[str], timeout: float, kill_at: str | None
+    ) -> UpgradeRun:
+        """The same timer, forked from the version's server fork server (which has mlflow.cli imported);
+        a failure of the fork server itself is raised as the harness's (LaunchError), never an exit code."""
+        events = Path(argv[0])
+        environ = {**env.environ(), **({migration.PAUSE_IN: kill_at} if kill_at else {})}
+        started = time.monotonic()
+        script = serverfork.fork_server(env).run_script(
+            migration.TIMER, argv, env=environ, cwd=store.workdir, log=log
+        )
+        if kill_at is None:
+            code, seconds = serverfork.wait_script(script, timeout, log)
+            return UpgradeRun(code, seconds, events)
+        hit = migration.wait_for_pause(events, kill_at, lambda: script.poll() is not None, timeout)
+        if hit:
+            script.kill()
+            with log.open("a") as fh:
+                fh.write(f"\n[mlflow-compat] killed (SIGKILL) inside revision {kill_at}\n")
+            return UpgradeRun(None, time.monotonic() - started, events, kill_at)
+        left = max(1.0, timeout - (time.monotonic() - started))
+        code, _ = serverfork.wait_script(script, left, log)
+        return UpgradeRun(code, time.monotonic() - started, events)
 
 
 class LocalScope:
@@ -152,7 +204,7 @@ class LocalScope:
         return self.s3.get()
 
     def cell_runtime(self, labels: Mapping[str, str]) -> LocalRuntime:
-        return LocalRuntime()
+        return LocalRuntime(self.config.server_launch)
 
     def published(self) -> dict[str, Any]:
         return {"databases": self.dbs.published(), "network": None, "object_store": self.s3.published()}
