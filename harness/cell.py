@@ -38,7 +38,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from harness import integrity, interrupted, migration, owner, procs, randomplan, rolling, scale, schema
+from harness import (
+    fidelity,
+    integrity,
+    interrupted,
+    migration,
+    owner,
+    procs,
+    randomplan,
+    rolling,
+    scale,
+    schema,
+)
 from harness.backends import DATABASE_BACKENDS, Store, StoreError, new_store
 from harness.clientsteps import ClientSteps
 from harness.databases import DatabaseServer
@@ -512,6 +523,8 @@ class Cell:
         before, after = hop.rows_before, integrity.snapshot(hop.store.sqlalchemy_url)
         if hop.rolling:  # the workload's own rows change during the upgrade by design: only they are left out
             before, after = rolling.without_workload(before), rolling.without_workload(after)
+        # Kept beside cell.json: two runs of the cell (fork and cli launches) must hold them alike.
+        fidelity.keep_snapshots(self.dir.path / fidelity.SNAPSHOTS / f"{hop.phase}.json", before, after)
         report = integrity.compare(before, after)
         check.detail = report.summary()
         check.fail_each(report.differences)

@@ -19,12 +19,14 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import images, options, owner, procs
+from harness import durations, fidelity, images, options, owner, procs
 from harness.backends import SERVER_BACKENDS
+from harness.durations import Split
 from harness.options import BadInput, Parser, check_writable
 from harness.report import load_run, write_reports
 from harness.results import ExitCode, RunResult, Status
-from harness.run import gate_options, list_cells, merge_shards, run_matrix
+from harness.run import _shard_run as shard_run
+from harness.run import gate_options, list_cells, list_shards, merge_shards, run_matrix
 from harness.rundir import RunDir
 from harness.runtime.docker import remove_containers, remove_networks
 from harness.specs import SpecError, parse_spec
@@ -48,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     opts = options.parse(args)
+    if args.list and (n := opts.value("shards")) is not None:
+        print_shards(list_shards(opts, n), opts.value("jobs"))
+        for key, value in opts.resolved.items():
+            print(f"# {key}: {value}", file=sys.stderr)
+        return ExitCode.OK
     if args.list:
         for cell in list_cells(opts):
             print(cell.id)
@@ -57,6 +64,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     run, run_dir = run_matrix(opts)
     print_summary(run, run_dir)
     return run.exit_code()
+
+
+def print_shards(split: Split, jobs: int) -> None:
+    """`run --list --shards N`: each shard's cells (with their seconds, `~` where estimated without a
+    record) and its estimated wall time on a runner with ``jobs`` parallel cells; then the total. The
+    estimates count the cells alone: not setting up (envs, databases) on a fresh runner."""
+    n = len(split.shares)
+    if split.rule == "ids":
+        print("# split by id: the durations record has no time of any of these cells; no estimate")
+    walls = []
+    for k in range(1, n + 1):
+        share = split.shares[k - 1]
+        seconds = [split.seconds[c.id].seconds for c in share]
+        walls.append(durations.wall(seconds, jobs))
+        if split.rule == "ids":
+            print(f"shard {k}/{n}: {len(share)} cells")
+        else:
+            print(f"shard {k}/{n}: {len(share)} cells, estimated wall {_clock(walls[-1])} with -n {jobs} "
+                  f"({sum(seconds):.0f} s of cell time; {split.unmeasured(k)} cells estimated without a "
+                  "record)")  # fmt: skip
+        for cell in share:
+            e = split.seconds[cell.id]
+            print(f"  {cell.id}" if split.rule == "ids" else f"  {cell.id}  {'' if e.measured else '~'}"
+                  f"{e.seconds:.0f} s")  # fmt: skip
+    cells = sum(len(s) for s in split.shares)
+    if split.rule == "ids":
+        print(f"total: {cells} cells over {n} shards, split by id")
+        return
+    unmeasured = sum(split.unmeasured(k) for k in range(1, n + 1))
+    work = sum(split.work(k) for k in range(1, n + 1))
+    print(f"total: {cells} cells over {n} shards, {work:.0f} s of cell time; longest shard "
+          f"{_clock(max(walls))} with -n {jobs}; {cells - unmeasured} cells measured, {unmeasured} "
+          "estimated (the median of recorded cells alike)")  # fmt: skip
+
+
+def _clock(seconds: float) -> str:
+    return f"{seconds:.0f} s ({int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m)"
 
 
 def print_summary(run: RunResult, run_dir: RunDir) -> None:
@@ -95,6 +139,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise BadInput(f"{what} {path}: no results.json there (a run directory is needed)")
         return load_run(RunDir(path))
 
+    if args.fidelity:
+        return report_fidelity(args)
     if args.merge:
         if args.run_dir is not None:
             raise BadInput("--merge takes the shard directories; name the output with --out")
@@ -121,6 +167,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     write_reports(run, run_dir, previous)
     print(run_dir.report_md)
     return run.exit_code()
+
+
+def report_fidelity(args: argparse.Namespace) -> int:
+    """`report --fidelity RUN_A RUN_B`: every difference between two runs of the same cells, one per line
+    (harness.fidelity); exit 0 when there is none, 1 otherwise."""
+    if args.merge or args.run_dir is not None or args.compare:
+        raise BadInput("--fidelity takes its two run directories only (no other run, --merge or --compare)")
+    sides = [fidelity_side(path) for path in args.fidelity]
+    if sides[0].label == sides[1].label:  # e.g. both fork: name them by their run ids
+        sides = [fidelity.Side(s.run.run_id, s.run, s.dir) for s in sides]
+    lines = fidelity.differences(*sides)
+    for line in lines:
+        print(line)
+    cells = len({c.id for s in sides for c in s.run.cells})
+    verdict = f"{len(lines)} difference(s)" if lines else "identical"
+    a, b = sides
+    print(f"fidelity: {verdict} between {a.label} ({a.dir}) and {b.label} ({b.dir}), {cells} cell(s)")
+    return ExitCode.FAILED if lines else ExitCode.OK
+
+
+def fidelity_side(path: Path, label: str | None = None) -> fidelity.Side:
+    """The run at ``path`` (a run directory, or a results directory: its `latest`, or its only run) as one
+    side of a fidelity comparison, labelled by ``label`` or else by its `--server-launch`."""
+    found = shard_run(path)
+    if isinstance(found, str):
+        raise BadInput(f"--fidelity {path}: {found} (no run there)")
+    run_dir = RunDir(found.path.resolve())
+    run = load_run(run_dir)
+    launch = run.options.get("server_launch", {}).get("value")
+    return fidelity.Side(label or str(launch or run.run_id), run, run_dir.path)
 
 
 def cmd_gate(args: argparse.Namespace) -> int:

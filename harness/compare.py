@@ -4,6 +4,7 @@ writes (and finds which shard directories hold no results), the report renders."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,6 +87,14 @@ def _shard_label(run: RunResult) -> tuple[int, int] | None:
     return int(i), int(n)
 
 
+def _split_digest(run: RunResult) -> str | None:
+    """The digest of the split the shard ran (its resolved `shard split` ends "; split DIGEST", written by
+    harness.run.describe_split); None for a run that does not record one."""
+    fact = str(run.options.get("resolved", {}).get("shard split", ""))
+    found = re.search(r"; split ([0-9a-f]{12})$", fact)
+    return found.group(1) if found else None
+
+
 def merge(runs: list[RunResult], run_id: str, missing: Sequence[str] = (), when: str = "") -> RunResult:
     """One run from shard runs: every cell once (a cell in two shards is a mistake, refused).
 
@@ -93,7 +102,13 @@ def merge(runs: list[RunResult], run_id: str, missing: Sequence[str] = (), when:
     (found by the caller: a directory missing or without results.json), and the shards present tell how
     many there were (`--shard I/N`), so each I of N that none of them is counts too. Both are listed in
     `not_run`, which fails the merged verdict (exit 3, or 1 when a check failed). ``when`` stands for the
-    start and end times when no shard has any."""
+    start and end times when no shard has any. Shards that split the cells differently (another durations
+    record) are refused: some cells would have run twice and others never."""
+    splits = {d: r.run_id for r in runs if (d := _split_digest(r))}
+    if len(splits) > 1:
+        raise ValueError(f"the runs merged split the cells differently (splits {', '.join(sorted(splits))} "
+                         f"in runs {', '.join(splits[d] for d in sorted(splits))}): every shard must read "
+                         "the same durations record")  # fmt: skip
     cells: dict[str, CellResult] = {}
     for run in runs:
         for cell in run.cells:

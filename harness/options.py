@@ -29,6 +29,7 @@ from harness.config import RunConfig
 from harness.plan import ARTIFACT_STORES, default_matrix, default_paths, scale_label
 from harness.rundir import RunDir
 from harness.runtime import RUNTIMES
+from harness.serverfork import SERVER_LAUNCHES
 from harness.specs import SpecError, parse_path, parse_spec
 
 
@@ -218,6 +219,22 @@ def _shard(v: Value, get: Lookup) -> Value:
     if not (i.isdigit() and n.isdigit()) or not 1 <= int(i) <= int(n):
         raise BadInput(f"--shard {v.value}: expected I/N with 1 <= I <= N, e.g. 2/4")
     return Value((int(i), int(n)), v.source)
+
+
+def _shards(v: Value, get: Lookup) -> Value:
+    """--shards N (with --list): how the plan would split over N shards. No environment variable: one
+    left set would refuse every run that is not a --list."""
+    if v.value is None:
+        return v
+    text = str(v.value).strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise BadInput(f"--shards {v.value}: expected a number of shards, 1 or more")
+    if not get("list").value:
+        raise BadInput("--shards N goes with --list (it prints the split; --shard I/N runs one share)")
+    if (shard := get("shard")).value is not None:
+        where = "--shard" if shard.source == "command line" else shard.source
+        raise BadInput(f"--shards N lists every shard: drop {where} ({shard.value[0]}/{shard.value[1]})")
+    return Value(int(text), v.source)
 
 
 def _one_of(choices: Iterable[str], refusal: str) -> Check:
@@ -498,6 +515,12 @@ def _declare() -> list[Option]:
                "imported mlflow once; spawn: each step starts its own interpreter",
                env="MLFLOW_COMPAT_CLIENT_LAUNCH", default="fork", argparse={"choices": LAUNCHES},
                check=_one_of(LAUNCHES, f"{{env}}={{value!r}}: choose from {', '.join(LAUNCHES)}")),
+        Option("server_launch", ("--server-launch",),
+               help="fork (default): each local server starts from a per-version process that imported the "
+               "server once (scenarios/serverfork.py), running the real CLI and the real server entry point; "
+               "cli: each start runs `mlflow server` from scratch. Docker always starts real containers",
+               env="MLFLOW_COMPAT_SERVER_LAUNCH", default="fork", argparse={"choices": SERVER_LAUNCHES},
+               check=_one_of(SERVER_LAUNCHES, "{env}={value!r}: choose from fork, cli")),
         *_url_options(),
         Option("base_image", ("--base-image",),
                help="base of server images (default: python:X.Y-slim, else a bootstrapped Debian)",
@@ -514,6 +537,10 @@ def _declare() -> list[Option]:
         Option("differential"),
         Option("list", ("--list",), help="print the cells this run would have, start nothing",
                argparse=flag, commands=("run",), report=False),
+        Option("shards", ("--shards",),
+               help="with --list: split the cells over N shards as --shard I/N would, and print each "
+               "shard's cells and estimated wall time from the recorded durations",
+               argparse={"metavar": "N"}, commands=("run",), report=False, check=_shards),
         # The other commands' arguments (never read through `parse`).
         Option("run_dir", (), help="a run directory (results/<run-id>)",
                argparse={"type": Path, "nargs": "?"}, commands=("report",), report=False, positional=True),
@@ -522,6 +549,11 @@ def _declare() -> list[Option]:
                report=False),
         Option("merge", ("--merge",), help="join shard runs into one",
                argparse={"type": Path, "nargs": "+", "metavar": "DIR"}, commands=("report",), report=False),
+        Option("fidelity", ("--fidelity",),
+               help="list every difference between two runs of the same cells (e.g. --server-launch fork and "
+               "cli), normalized only for ports, temp paths, pids, times and random ids; exit 1 on any",
+               argparse={"type": Path, "nargs": 2, "metavar": ("RUN_A", "RUN_B")}, commands=("report",),
+               report=False),
         Option("out", ("--out",), help="with --merge: the merged run's directory",
                argparse={"type": Path, "metavar": "DIR"}, commands=("report",), report=False),
         Option("versions", (), help="MLflow specs to build server images for",
@@ -582,6 +614,7 @@ class Options:
             run_id=run_id,
             runtime=self.value("runtime"),
             client_launch=self.value("client_launch"),
+            server_launch=self.value("server_launch"),
             keep_stores=bool(self.value("keep_stores")),
             expectations=str(declared) if declared else None,
             docker_network=network if network in ("host", "bridge") else "host",

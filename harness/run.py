@@ -183,13 +183,42 @@ def discover_paths(opts: Options) -> None:
 
 
 # -- plan -----------------------------------------------------------------------------------------------
-def take_shard(cells: list[CellPlan], shard: tuple[int, int] | None) -> list[CellPlan]:
-    """The I-th of N shares: cells sorted by id, every N-th from the I-th (the same on every machine)."""
+def split_cells(cells: list[CellPlan], n: int, known: dict[str, float]) -> durations.Split:
+    """N shares of the cells. When the durations record (``known``) has a time of any of them: by duration,
+    longest first, each to the shard with the least so far (`durations.split`; the cells it has no time of
+    are estimated). Otherwise by id: sorted by id, every N-th from the I-th. Either way it is the same on
+    every machine that has the same record, which is why the nightly gives every shard the same one."""
+    if any(durations.estimate(c, known) != float("inf") for c in cells):
+        return durations.split(cells, n, known)
+    ordered = sorted(cells, key=lambda c: c.id)
+    unknown = {c.id: durations.Estimate(0.0, False) for c in cells}
+    return durations.Split("ids", [ordered[i::n] for i in range(n)], unknown)
+
+
+def take_shard(
+    cells: list[CellPlan], shard: tuple[int, int] | None, known: dict[str, float] | None = None
+) -> list[CellPlan]:
+    """The I-th of N shares of `split_cells` (no record given: by id)."""
     if shard is None:
         return cells
     i, n = shard
-    ordered = sorted(cells, key=lambda c: c.id)
-    return [c for k, c in enumerate(ordered) if k % n == i - 1]
+    return split_cells(cells, n, known or {}).shares[i - 1]
+
+
+def describe_split(split: durations.Split) -> str:
+    """The split as the run's resolved facts (and so its report) tell it: the same words in every shard of
+    one split, ending with its digest (harness.compare refuses to merge shards whose digests differ)."""
+    n, cells = len(split.shares), sum(len(s) for s in split.shares)
+    if split.rule == "ids":
+        how = f"by id over {n} shards (every {n}-th of the {cells} cells; no recorded duration of any)"
+    else:
+        unmeasured = sum(split.unmeasured(k) for k in range(1, n + 1))
+        work = ", ".join(f"{split.work(k):.0f}" for k in range(1, n + 1))
+        how = (
+            f"by recorded durations over {n} shards, longest first ({cells - unmeasured} of the {cells} "
+            f"cells measured, {unmeasured} estimated; seconds of cell time per shard: {work})"
+        )
+    return f"{how}; split {split.digest()}"
 
 
 def plan(run: Run) -> None:
@@ -216,7 +245,12 @@ def plan(run: Run) -> None:
             f"no cell to run: no upgrade path is left (paths from {opts['paths'].source})"
             + (f": {'; '.join(why)}" if why else "")
         )
-    run.cells = take_shard(cells, opts.value("shard"))
+    if shard := opts.value("shard"):
+        split = split_cells(cells, shard[1], durations.load())
+        run.cells = split.shares[shard[0] - 1]
+        opts.resolved["shard split"] = describe_split(split)
+    else:
+        run.cells = cells
     if not run.cells:
         i, n = opts.value("shard") or (1, 1)
         raise BadInput(f"no cell to run: --shard {i}/{n} is empty (the plan has {len(cells)} cell(s))")
@@ -342,8 +376,13 @@ def compare_migrations(run: Run) -> None:
 
 
 def remember_durations(run: Run) -> None:
+    """The cells' times into the durations record; a shard's into its run directory instead, so that the
+    other shards of its split read the record it read (they join the record at `merge_shards`)."""
     assert run.result is not None
-    durations.remember(run.cells, run.result.cells)
+    if run.opts.value("shard"):
+        durations.keep_with_run(run.cells, run.result.cells, run.dir.path)
+    else:
+        durations.remember(run.cells, run.result.cells)
 
 
 def report(run: Run) -> None:
@@ -372,6 +411,14 @@ def list_cells(opts: Options) -> list[CellPlan]:
     run = Run(opts)
     execute(LIST, run)
     return run.cells
+
+
+def list_shards(opts: Options, n: int) -> durations.Split:
+    """`run --list --shards N`: the whole plan (as `list_cells`) split as `--shard I/N` would split it."""
+    cells = list_cells(opts)
+    split = split_cells(cells, n, durations.load())
+    opts.resolved["shard split"] = describe_split(split)
+    return split
 
 
 def run_matrix(opts: Options) -> tuple[RunResult, RunDir]:
@@ -445,8 +492,9 @@ def _shard_run(shard: Path) -> RunDir | str:
 def merge_shards(dirs: list[Path], run_id: str) -> tuple[RunResult, list[RunDir]]:
     """Load every shard named (see `_shard_run`) and join them. A shard that produced no results (its
     directory missing or empty, no results.json, one that cannot be read) is not dropped: it is listed as not
-    run, and the merged verdict fails (harness.compare.merge). Returns the merged run and the run
-    directories found."""
+    run, and the merged verdict fails (harness.compare.merge). The shards' cell times join the durations
+    record (each shard kept them in its run directory). Returns the merged run and the run directories
+    found."""
     from harness.compare import merge
 
     runs, found, missing = [], [], []
@@ -464,6 +512,8 @@ def merge_shards(dirs: list[Path], run_id: str) -> tuple[RunResult, list[RunDir]
         found.append(resolved)
     try:
         when = datetime.now(UTC).isoformat(timespec="seconds")
-        return merge(runs, run_id, missing, when), found
+        merged = merge(runs, run_id, missing, when)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+    durations.absorb([d.path / durations.FILE for d in found])
+    return merged, found

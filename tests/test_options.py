@@ -23,7 +23,7 @@ TABLE = ["backends", "paths", "auth", "artifact_stores", "scale", "rolling", "ra
          "results_dir",
          "select", "jobs",
          "runtime", "keep_stores", "profile", "scenarios", "scripts", "expectations", "allow_xpass",
-         "compare", "shard", "client_launch",
+         "compare", "shard", "client_launch", "server_launch",
          "postgres_url", "mysql_url", "base_image", "docker_network", "postgres_image", "mysql_image",
          "differential", "resolved"]  # fmt: skip
 
