@@ -73,7 +73,7 @@ def gate(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """The matrix against its floor and the naive way; prints `bench: wall=... floor=... ratio=...`."""
+    """The matrix (fork and cli server starts) against its floor and the naive way; ends `bench: wall=...`."""
     _install(session)
     session.run("python", "-m", "harness.bench", *session.posargs)
 
