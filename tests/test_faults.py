@@ -175,7 +175,10 @@ def test_clean_sweeps_a_killed_run_and_spares_live_ones(tmp_path: Path, runtime:
     """SIGKILL to the whole run (no cleanup can happen), then `mlflow-compat clean`: the dead run's
     servers, database, containers and temp dirs go; a live owner's process and temp dir stay."""
     need_engine(runtime)
-    proc = start_cli(tmp_path, "--runtime", runtime, "--backend", "mysql", "--path", "2.22.5:3.17.2")
+    # CLI-launched servers: a forked one is ended by its fork server, which sees the killed run's end of the
+    # pipe close (tests/test_serverfork.py); a CLI one is left for `clean` to sweep, which is tested here.
+    proc = start_cli(tmp_path, "--runtime", runtime, "--backend", "mysql", "--path", "2.22.5:3.17.2",
+                     "--server-launch", "cli")  # fmt: skip
     token = owner.of_pid(proc.pid)
     try:
         wait_for("client writing", clients_writing(tmp_path / "results", 1), 600, proc)
