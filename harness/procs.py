@@ -119,15 +119,16 @@ def untrack(pgid: int) -> None:
 def wait_group_gone(pgid: int, timeout: float) -> bool:
     """Whether every process of group ``pgid`` has ended (and been reaped) within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:  # looked at once at least (timeout 0: whether it is gone now)
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             return True
         except PermissionError:
             pass
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.02)
-    return False
 
 
 def _signal_group(pgid: int, sig: int) -> None:

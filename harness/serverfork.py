@@ -66,6 +66,7 @@ class _Request:
     how: str = "cli"  # where the start got to: "cli" (the CLI part), then "fork" or "exec" (the web server)
     stopping: bool = False
     error: str = ""  # the fork server's own failure after the CLI part handed over (no web server forked)
+    gone: bool = False  # the fork server died: nobody reports this start's end any more
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -140,8 +141,8 @@ class ServerForkServer:
         with self._lock:
             pending = list(self._requests.values())
         for request in pending:
+            request.gone = True
             request.first.put({"gone": True})
-            request.ended.set()
 
     def _handed_over(self, request: _Request, message: dict[str, Any]) -> None:
         """The CLI part handed over: the web server runs as its own group (stopped at once if the start was
@@ -259,11 +260,20 @@ class ForkedServerProcess:
         return self.request.how
 
     def poll(self) -> int | None:
-        """The exit code once the start has ended (None: it runs); LaunchError when the fork server could
-        not fork the web server the CLI part handed over to (the harness's failure, not the server's)."""
-        if self.request.error:
-            raise LaunchError(self.request.error)
-        return self.request.code if self.request.ended.is_set() else None
+        """The exit code once the start has ended (None: it runs). LaunchError, the harness's failure and
+        not the server's: the fork server could not fork the web server the CLI part handed over to, or it
+        died, and what it forked has ended since, its exit code unknown (while that still runs, it runs)."""
+        request = self.request
+        if request.error:
+            raise LaunchError(request.error)
+        if request.ended.is_set():
+            return request.code
+        if request.gone:
+            pid = request.server_pid or request.cli_pid
+            if pid is None or procs.wait_group_gone(pid, timeout=0):
+                raise LaunchError(f"the MLflow {self.owner.env.version} server fork server died; the server "
+                                  "it forked has ended since, with an exit code nobody heard")  # fmt: skip
+        return None
 
     def stop(self, grace: float = 10.0) -> int | None:
         """SIGTERM what runs (the CLI part, or the web server), SIGKILL it after ``grace`` seconds; the exit
@@ -276,17 +286,31 @@ class ForkedServerProcess:
             for pid in groups:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGTERM)
-            if not request.ended.wait(grace):
+            if not self._ended(grace):
                 for pid in groups:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(pid, signal.SIGKILL)
-                request.ended.wait(10)
+                self._ended(10)
             with request.lock:
                 for pid in {*groups, request.server_pid} - {None}:
                     procs.untrack(pid)  # workers may outlive a leader that exited first
         finally:
             self.owner.forget(self.rid)
         return request.code if request.ended.is_set() else None
+
+    def _ended(self, timeout: float) -> bool:
+        """Whether the start ended within ``timeout``: as the fork server reports it, or (it died) as its
+        process groups are seen gone."""
+        request = self.request
+        deadline = time.monotonic() + timeout
+        while not request.ended.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+            if request.gone and all(
+                procs.wait_group_gone(p, 0) for p in (request.cli_pid, request.server_pid) if p
+            ):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+        return True
 
 
 @dataclass

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,28 @@ def test_a_dead_fork_server_is_replaced(envs: dict[str, Env], tmp_path: Path) ->
         assert server.launched == "fork" and serverfork.fork_server(env) is not old
     finally:
         server.stop()
+
+
+def test_a_fork_server_dying_under_its_server_leaves_the_server_running_and_stoppable(
+    envs: dict[str, Env], tmp_path: Path
+) -> None:
+    """The web server is a group of its own: it outlives its fork server, still serves and is stopped by
+    its group; once it is gone, its end (which nobody reported) is the harness's failure, not a code."""
+    server = LocalRuntime("fork").start_server(envs["1.30.1"], store(tmp_path, "orphan"), tmp_path / "s.log")
+    forks = serverfork.fork_server(envs["1.30.1"])
+    os.kill(forks.proc.pid, signal.SIGKILL)
+    forks.proc.wait(timeout=10)
+    handle = server.proc
+    assert isinstance(handle, serverfork.ForkedServerProcess) and handle.pid is not None
+    deadline = time.monotonic() + 10
+    while not handle.request.gone and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert handle.request.gone and server.alive()
+    assert get(f"{server.url}/health")[0] == 200
+    assert server.stop() is None
+    assert gone(handle.pid)
+    with pytest.raises(serverfork.LaunchError, match="died; the server it forked has ended since"):
+        handle.poll()
 
 
 def test_when_the_harness_dies_its_fork_server_and_servers_go_too(
