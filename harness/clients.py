@@ -151,8 +151,7 @@ class ForkServer:
                 return int(done["code"]), time.monotonic() - started
             # The step overran: kill its group, then hear the server reap it.
             procs.untrack(child)
-            with log.open("a") as fh:
-                fh.write(f"\n[mlflow-compat] timed out after {timeout:.0f}s; process group killed\n")
+            procs.note_timeout(log, timeout)
             if self._receive(time.monotonic() + 30) is None:
                 self.close()
             return None, time.monotonic() - started

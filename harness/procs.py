@@ -90,8 +90,7 @@ def run(
         code: int | None = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         code = None
-        with log.open("a") as fh:
-            fh.write(f"\n[mlflow-compat] timed out after {timeout:.0f}s; process group killed\n")
+        note_timeout(log, timeout)
     finally:
         stop(proc, grace=2.0)
     return code, time.monotonic() - started
@@ -101,6 +100,12 @@ def track(pgid: int) -> None:
     """Count a process group someone else started (a fork server's child) among ours until ``untrack``."""
     with _lock:
         _live.add(pgid)
+
+
+def note_timeout(log: Path, timeout: float) -> None:
+    """Say in ``log`` that what wrote it overran ``timeout`` and its process group was killed."""
+    with log.open("a") as fh:
+        fh.write(f"\n[mlflow-compat] timed out after {timeout:.0f}s; process group killed\n")
 
 
 def forget(pgid: int) -> None:

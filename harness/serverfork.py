@@ -449,8 +449,7 @@ def wait_script(script: ForkedScript, timeout: float, log: Path) -> tuple[int | 
     code = script.wait(timeout)
     if code is None:
         script.kill()
-        with log.open("a") as fh:
-            fh.write(f"\n[mlflow-compat] timed out after {timeout:.0f}s; process group killed\n")
+        procs.note_timeout(log, timeout)
     else:
         procs.untrack(script.pid)
         script.owner.forget(script.rid)

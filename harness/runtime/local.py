@@ -56,6 +56,11 @@ class LocalServer:
         return procs.stop(self.proc)
 
 
+def _note_kill(log: Path, revision: str) -> None:
+    with log.open("a") as fh:
+        fh.write(f"\n[mlflow-compat] killed (SIGKILL) inside revision {revision}\n")
+
+
 class LocalRuntime:
     name = "local"
 
@@ -130,8 +135,7 @@ class LocalRuntime:
             if hit:
                 with contextlib.suppress(ProcessLookupError):  # it may have ended on its own meanwhile
                     os.killpg(proc.pid, signal.SIGKILL)
-                with log.open("a") as fh:
-                    fh.write(f"\n[mlflow-compat] killed (SIGKILL) inside revision {kill_at}\n")
+                _note_kill(log, kill_at)
             try:
                 code: int | None = proc.wait(timeout=max(1.0, timeout - (time.monotonic() - started)))
             except subprocess.TimeoutExpired:
@@ -157,8 +161,7 @@ class LocalRuntime:
         hit = migration.wait_for_pause(events, kill_at, lambda: script.poll() is not None, timeout)
         if hit:
             script.kill()
-            with log.open("a") as fh:
-                fh.write(f"\n[mlflow-compat] killed (SIGKILL) inside revision {kill_at}\n")
+            _note_kill(log, kill_at)
             return UpgradeRun(None, time.monotonic() - started, events, kill_at)
         left = max(1.0, timeout - (time.monotonic() - started))
         code, _ = serverfork.wait_script(script, left, log)
