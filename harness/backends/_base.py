@@ -45,6 +45,8 @@ class SqlServer(Protocol):
 
     def drop(self, database: str) -> None: ...
 
+    def describe(self) -> dict[str, str]: ...  # product, version, server, note
+
 
 # -- command-line tools -----------------------------------------------------------------------------------
 def find_tool(name: str, extra_dirs: list[str]) -> str:

@@ -62,18 +62,28 @@ class MySQL(SqlProduct):
             return "MariaDB", "standing in for MySQL (same dialect and driver)"
         return self.product_name, ""
 
+    @staticmethod
+    def _tools(server: SqlServer) -> tuple[tuple[str, str], tuple[str, str]]:
+        """The dump and client programs to use on ``server``, its own product's first: MySQL's
+        mysqldump/mysql for a real MySQL (a MariaDB client may not speak its default authentication), the
+        mariadb names for MariaDB; the other names where only those are installed."""
+        mariadb = (("mariadb-dump", "mysqldump"), ("mariadb", "mysql"))
+        if server.describe()["product"] == "MariaDB":
+            return mariadb
+        return (("mysqldump", "mariadb-dump"), ("mysql", "mariadb"))
+
     def _conn_args(self, server: SqlServer) -> list[str]:
         u = server.admin_url
         return ["--protocol=TCP", "-h", u.host or HOST, "-P", str(u.port or 3306), "-u", u.username or "root"]
 
     def dump(self, server: SqlServer, database: str, dest: Path, log: Path) -> float:
-        cmd = [_tool("mariadb-dump", "mysqldump"), *self._conn_args(server), "--single-transaction",
+        cmd = [_tool(*self._tools(server)[0]), *self._conn_args(server), "--single-transaction",
                "--routines", "--databases", database]  # fmt: skip
         return run_tool(cmd, log, self.tool_env(server.admin_url), stdout=dest)
 
     def restore(self, server: SqlServer, database: str, src: Path, log: Path) -> float:
         server.drop(database)
-        cmd = [_tool("mariadb", "mysql"), *self._conn_args(server)]
+        cmd = [_tool(*self._tools(server)[1]), *self._conn_args(server)]
         return run_tool(cmd, log, self.tool_env(server.admin_url), stdin=src)
 
     def container_spec(self, port: int, ours: bool, bind: str) -> tuple[dict[str, str], list[str]]:
