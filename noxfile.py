@@ -79,6 +79,16 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def installability(session: nox.Session) -> None:
+    """Which MLflow releases install and import under each resolution mode: a table and installability.json.
+
+    The newest patch of each minor from 1.20 (`-- --since 2.0 --jobs 1 --out FILE --modes release`); ~150
+    throwaway envs, 2 at a time, each deleted after its probe."""
+    _install(session)
+    session.run("python", "-m", "harness.installability", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def clean(session: nox.Session) -> None:
     """Remove what crashed runs left: containers, temp dirs, stray servers (never a live run's)."""
     _install(session)

@@ -25,7 +25,8 @@
            the cells).
 
 A matrix with any `fail` or `error` cell prints no ratio and no speedup (ratio=n/a, and why). Prints each
-stage as it starts and ends, a table, writes results/bench/<run-id>.json and ends with the one line:
+stage as it starts and ends (and, while a matrix runs, each of its cells' start and verdict), a table,
+writes results/bench/<run-id>.json and ends with the one line:
   bench: wall=<s> cli_wall=<s> floor=<s> ratio=<wall/floor> naive_speedup=<x> peak_rss=<MiB>
 Timings are measurements to read, never assertions.
 """
@@ -36,6 +37,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -84,11 +86,54 @@ def say(text: str) -> None:
 
 @contextmanager
 def stage(what: str) -> Iterator[None]:
-    """Print a stage as it starts and as it ends, so that a long bench is never silent."""
+    """Print a stage as it starts and as it ends (done, or failed and how), so that a long bench is never
+    silent and never leaves a stage looking as if it were still running."""
     say(f"{what} ...")
     started = time.monotonic()
-    yield
+    try:
+        yield
+    except BaseException as exc:
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
+        say(f"{what}: failed after {time.monotonic() - started:.0f} s ({why})")
+        raise
     say(f"{what}: done in {time.monotonic() - started:.0f} s")
+
+
+# A matrix's progress line (harness.progress, without a terminal) of a cell's start or verdict.
+CELL_LINE = re.compile(r"^\S+Z \[\w+\] \S+ (start|pass|fail|FAIL|error|ERROR|skip|xfail|xpass|XPASS)\b")
+
+
+class Relay:
+    """While a matrix runs with its output in a log, says each cell's start and verdict from that log (its
+    progress lines), so that minutes of matrix are not silent."""
+
+    def __init__(self, log: Path, interval: float = 1.0) -> None:
+        self.log, self.interval, self.offset, self.rest = log, interval, 0, ""
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def poll(self) -> None:
+        try:
+            with self.log.open("rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except OSError:
+            return
+        self.offset += len(chunk)
+        *lines, self.rest = (self.rest + chunk.decode(errors="replace")).split("\n")
+        for line in lines:
+            if CELL_LINE.match(line):
+                say(f"  {line}")
+
+    def _loop(self) -> None:
+        while not self.stopping.wait(self.interval):
+            self.poll()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        self.poll()
 
 
 # -- process-tree memory -----------------------------------------------------------------------------
@@ -458,11 +503,16 @@ class MatrixRun:
 
 def run_harness(cmd: list[str], results: Path, log: Path, env: dict[str, str] | None = None) -> MatrixRun:
     """`harness.cli run` as a user runs it; its output to ``log``; wall time and its tree's peak RSS."""
+    # The envs the bench warms (EnvCache()) and the naive pip venvs resolve `latest`: so must the run's.
+    cmd = [*cmd, "--resolution", "latest"]
     started = time.monotonic()
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        sampler = PeakRss(proc.pid)
-        code = proc.wait()
+        sampler, relay = PeakRss(proc.pid), Relay(log)
+        try:
+            code = proc.wait()
+        finally:
+            relay.stop()
         peak = sampler.stop()
     wall = time.monotonic() - started
     latest = results / "latest"

@@ -101,6 +101,7 @@ class CellContext:
     client_launch: str = "fork"  # how client processes start: fork (from a fork server) or spawn
     object_store: Any = None  # the run's S3 server, when the run has S3 cells (harness/features/s3.py)
     object_store_unavailable: str | None = None  # why the run has no S3 server
+    progress: Callable[[str, str], None] | None = None  # told each (phase, step) the cell moves to
 
 
 @dataclass
@@ -143,6 +144,7 @@ class Cell:
     ledger: Ledger = field(init=False)  # the acked writes and what the reads made of them
     clients: ClientSteps = field(init=False)  # every client's writes and reads, as checks
     features: list[Feature] = field(default_factory=list)  # what its servers run with (auth, S3 artifacts)
+    at: tuple[str, str] | None = None  # the (phase, step) last told to ctx.progress
 
     def __post_init__(self) -> None:
         self.result = CellResult(
@@ -221,7 +223,8 @@ class Cell:
 
     def prepare_envs(self) -> None:
         for spec in dict.fromkeys((*self.plan.path, *self.plan.clients)):
-            with self.step("env", "env", client=None, server=None, timing="env") as check:
+            with self.step("env", "env", client=None, server=None, timing="env",
+                           shown=f"MLflow {spec.label}") as check:  # fmt: skip
                 check.detail = f"MLflow {spec.label}"
                 log = self.dir.logs / f"env-{spec.label}.log"
                 try:
@@ -328,8 +331,10 @@ class Cell:
         with self.server(phase, env, store) as server:
             if self.plan.scale:
                 self.scale_step(phase, env, store, server)
+            self.moved(phase, "write")
             for client in self.plan.clients:
                 self.clients.write(phase, self.envs[client.label], server)
+            self.moved(phase, "read")
             for client in self.plan.clients:
                 self.clients.read(phase, self.envs[client.label], server, self.ledger.written)
 
@@ -369,6 +374,7 @@ class Cell:
         before = [w for w in self.ledger.written if w.phase == "before"]
         self.ledger.serving(hop.phase, hop.env.version)
         with self.server(hop.phase, hop.env, store) as server:
+            self.moved(hop.phase, "restore-read")
             self.clients.read(hop.phase, hop.env, server, before, name="restore-read")
 
     def schema_steps(self, hop: Hop, *steps: SchemaStep) -> None:
@@ -596,6 +602,7 @@ class Cell:
         phase = f"differential-{role}"
         answers: dict[tuple[str, str], Outcome] = {}
         with self.fresh_store(role) as store, self.server(phase, env, store, backup=False) as server:
+            self.moved(phase, "write and read")
             for client in self.plan.clients:
                 mine = self.clients.isolated(phase, self.envs[client.label], server)
                 answers.update({(client.label, scenario): outcome for scenario, outcome in mine.items()})
@@ -682,8 +689,11 @@ class Cell:
         server: str | None = None,
         timing: str,
         critical: bool = False,
+        shown: str | None = None,
     ) -> Iterator[Check]:
-        """Record one check, timed and classified when it raises. A failed ``critical`` step ends the cell."""
+        """Record one check, timed and classified when it raises. A failed ``critical`` step ends the cell.
+        The cell's progress display shows it as ``shown``, else its name and server."""
+        self.moved(phase, shown or " ".join(filter(None, (name, server))))
         check = self.result.add(Check(name, phase, Status.PASS, client=client, server=server))
         started = time.monotonic()
         try:
@@ -705,6 +715,13 @@ class Cell:
             self._timings[timing] += elapsed
         if critical and check.status in (Status.FAIL, Status.ERROR):
             raise Abort
+
+    def moved(self, phase: str, step: str) -> None:
+        """Tell the run's progress display (harness.progress) that the cell is now at ``step`` of ``phase``
+        (once per change: a step repeated for each client or scenario is one change)."""
+        if self.ctx.progress is not None and (phase, step) != self.at:
+            self.at = (phase, step)
+            self.ctx.progress(phase, step)
 
     def hook(self, point: str, store: Store) -> None:
         if self.ctx.tamper is not None:

@@ -3,6 +3,7 @@
   run     the compatibility matrix (harness.run: resolve, plan, prepare, execute, collect, report)
   gate    may we bump MLflow to this candidate? the same run on the candidate's paths, then a verdict
   report  render a run's reports again, compare runs, merge shards
+  table   the compatibility table (client x server x API area; store upgrades) of one or more runs
   images  build what a docker run needs ahead of it
   clean   remove what crashed runs left
 
@@ -19,7 +20,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import durations, fidelity, images, options, owner, procs
+from harness import durations, fidelity, images, options, owner, procs, table
 from harness.backends import SERVER_BACKENDS
 from harness.durations import Split
 from harness.options import BadInput, Parser, check_writable
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run": "run the compatibility matrix and write a report",
         "gate": "may we bump MLflow to this candidate? exit 0 only if so",
         "report": "render a run's reports again, compare runs, merge shards",
+        "table": "the compatibility table of one or more runs (client x server x API area, store upgrades): "
+        "compat-table.md and compat-table.html",
         "images": "build server (and database) images ahead of a docker run",
         "clean": "remove what crashed runs left (containers, temp dirs, strays); "
         "run it when no other run is active",
@@ -199,6 +202,24 @@ def fidelity_side(path: Path, label: str | None = None) -> fidelity.Side:
     return fidelity.Side(label or str(launch or run.run_id), run, run_dir.path)
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    """`table RUN... [--out DIR]`: compat-table.md and compat-table.html (harness.table) in DIR (default: the
+    first run's directory); prints their paths."""
+    try:
+        runs = table.load_runs(args.runs)
+    except table.TableInput as exc:
+        raise BadInput(str(exc)) from None
+    out = (args.table_out or args.runs[0]).resolve()
+    check_writable(out, "--out")
+    try:
+        paths = table.write_table(runs, out)
+    except OSError as exc:
+        raise BadInput(f"--out {out} is not writable ({exc})") from None
+    for path in paths:
+        print(path)
+    return ExitCode.OK
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
     """Upgrade from the baseline and from the oldest supported version to the candidate, old clients against
     the candidate server and the candidate client against old servers, on every backend; the baseline's cells
@@ -273,7 +294,14 @@ def cmd_clean(_args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "gate": cmd_gate, "report": cmd_report, "images": cmd_images, "clean": cmd_clean}
+COMMANDS = {
+    "run": cmd_run,
+    "gate": cmd_gate,
+    "report": cmd_report,
+    "table": cmd_table,
+    "images": cmd_images,
+    "clean": cmd_clean,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

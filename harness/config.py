@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from harness.versions import DEFAULT_GRACE_DAYS, RUN_RESOLUTION
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -27,7 +29,12 @@ class RunConfig:
     client_launch: str = "fork"  # each client step forked from a per-version fork server, or spawned
     server_launch: str = "fork"  # local servers forked from a per-version server fork server, or the real CLI
     keep_stores: bool = False  # keep each cell's store directory for inspection
-    expectations: str | None = None  # the declarations file (absolute); None: the shipped one
+    # How each release's env resolves (harness.envs): "release" (as of its upload + grace days) or "latest".
+    resolution: str = RUN_RESOLUTION
+    resolution_grace_days: int = DEFAULT_GRACE_DAYS
+    # More declaration files (absolute), merged over the shipped one in order (harness.expectations.load_all)
+    expectations: tuple[str, ...] = ()
+    scenario_dirs: tuple[str, ...] = ()  # a team's scenario directories (absolute): scenarios.use_dirs
     docker_network: str = "host"  # "host" or "bridge" (resolved)
     base_image: str | None = None  # base of server images (docker)
     database_images: Mapping[str, str | None] = field(default_factory=dict)  # backend -> image (docker)
@@ -64,6 +71,9 @@ class RunConfig:
             for where, urls in _urls(data):
                 for key in urls:
                     urls[key] = whole.get(f"{where}/{key}", urls[key])
+        for key in ("expectations", "scenario_dirs"):  # JSON has lists; a run.json before these had none
+            found = data.get(key) or ()
+            data[key] = (found,) if isinstance(found, str) else tuple(found)
         return cls(**data)
 
 

@@ -154,6 +154,13 @@ def estimates(cells: Sequence[CellPlan], known: dict[str, float]) -> dict[str, E
     return out
 
 
+def expected_seconds(cells: Sequence[CellPlan], known: dict[str, float] | None = None) -> dict[str, float]:
+    """Every cell's expected seconds by id (`estimates` from ``known``, default: the record on disk), for a
+    progress display's ETA; empty when the record has none of these cells (nothing to go by)."""
+    found = estimates(cells, load() if known is None else known)
+    return {c: e.seconds for c, e in found.items()} if any(e.measured for e in found.values()) else {}
+
+
 @dataclass(frozen=True)
 class Split:
     """``cells`` shared out over len(shares) shards; ``rule`` says how ("durations" or "ids")."""

@@ -7,6 +7,15 @@ with mlflow's own pins, so each version gets the newest release compatible with 
 requirements and so of the key; an env without packages keeps the key it always had. Builds
 take a file lock per key: parallel workers asking for the same env wait for one build. An env is
 complete only once its manifest is written; a half-built directory is removed and rebuilt.
+
+Resolution (``EnvCache(resolution=...)``): ``latest`` installs the newest dependencies that satisfy a
+version's pins today (plus its recipes); ``release`` installs a release from the index as it resolved when it
+came out: uv's ``--exclude-newer`` at the release's upload time (harness.index) plus a grace period, on the
+newest Python minor that was current then (harness.pythons), with only the recipes still needed in that mode
+(harness/data/versions.toml ``modes``). Local wheels and wheel directories (candidates) always resolve
+``latest``: they have no release date. The cutoff is part of the key and of the manifest (so of the report's
+env facts); a ``latest`` env keeps the key it always had. Measuring which releases install under each mode
+lives in harness.installability.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import uv
@@ -25,14 +35,15 @@ from filelock import FileLock
 from packaging.requirements import Requirement
 
 from harness import pythons
-from harness.index import requires_python
+from harness.index import IndexError_, release_time, requires_python
 from harness.paths import cache_root
-from harness.specs import Spec
-from harness.versions import MlflowVersion
+from harness.specs import Spec, SpecKind
+from harness.versions import DEFAULT_GRACE_DAYS, RESOLUTIONS, MlflowVersion
 
 FORMAT = 1  # bump when the layout or the manifest changes
 MANIFEST = "mlflow-compat-env.json"
 INSTALL_TIMEOUT_S = 900
+DEFAULT_RESOLUTION = "latest"  # EnvCache's default: tests and tools that build an env keep today's keys
 
 # Runs inside the env, with bytecode writing on: reports what was really installed and the schema head its
 # migrations declare, and byte-compiles what the harness will run by importing it (mlflow, its CLI, server,
@@ -103,6 +114,9 @@ class Env:
     reused: bool = False
     # Packages asked for beside mlflow (scenarios' PACKAGES), as (distribution, installed version).
     packages: tuple[tuple[str, str | None], ...] = ()
+    # How it was resolved: "latest", or "release" with ``exclude_newer`` the cutoff (ISO 8601, UTC).
+    resolution: str = "latest"
+    exclude_newer: str | None = None
 
     @property
     def bin(self) -> Path:
@@ -131,6 +145,8 @@ class Env:
             "requirements": list(self.requirements),
             "build_seconds": self.build_seconds,
             "packages": [list(p) for p in self.packages],
+            "resolution": self.resolution,
+            "exclude_newer": self.exclude_newer,
         }
 
     def components(self) -> dict[str, str | None]:
@@ -139,6 +155,9 @@ class Env:
             "python": self.python,
             "sqlalchemy": self.sqlalchemy,
             "schema_head": self.schema_head,
+            "resolution": self.resolution
+            if self.exclude_newer is None
+            else f"release (<= {self.exclude_newer})",
             **dict(self.packages),
         }
 
@@ -165,40 +184,86 @@ def _resolver_reason(output: str) -> str:
     return " ".join(" ".join(tail).split())[:1200]
 
 
+def cutoff_of(uploaded: datetime, grace_days: int) -> datetime:
+    """The newest upload time a ``release`` env may install: the release's upload plus the grace period,
+    in UTC, to the second (uv reads RFC 3339)."""
+    return (uploaded + timedelta(days=grace_days)).astimezone(UTC).replace(microsecond=0)
+
+
+def iso(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class EnvCache:
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | None = None,
+        resolution: str = DEFAULT_RESOLUTION,
+        grace_days: int = DEFAULT_GRACE_DAYS,
+    ) -> None:
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"unknown resolution {resolution!r}; known: {', '.join(RESOLUTIONS)}")
+        if grace_days < 0:
+            raise ValueError(f"the grace period must be 0 days or more, not {grace_days}")
         self.root = root or cache_root() / "envs"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.resolution = resolution
+        self.grace_days = grace_days
+        self.install_timeout_s: float = INSTALL_TIMEOUT_S
+
+    def mode(self, spec: Spec) -> str:
+        """How ``spec``'s env resolves: this cache's mode for a release, ``latest`` for local wheels."""
+        return self.resolution if spec.kind is SpecKind.RELEASE else "latest"
+
+    def cutoff(self, spec: Spec) -> datetime | None:
+        """The ``--exclude-newer`` of ``spec``'s env (None: resolved as of today). Raises EnvError when the
+        release's upload time cannot be read from the index (no silent fallback to ``latest``)."""
+        if self.mode(spec) != "release":
+            return None
+        assert spec.version is not None
+        try:
+            uploaded = release_time(spec.version)
+        except IndexError_ as exc:
+            raise EnvError(f"cannot resolve MLflow {spec.label} as of its release: {exc}") from exc
+        return cutoff_of(uploaded, self.grace_days)
 
     def plan(self, spec: Spec, packages: tuple[str, ...] = ()) -> tuple[str, pythons.Interpreter, list[str]]:
         """The key, interpreter and requirements an env for ``spec`` would be built with; ``packages`` are
         requirements beside mlflow (sorted and deduplicated: the same set is the same env)."""
         assert spec.version is not None, "resolve `latest` first"
-        interp = pythons.pick(requires_python(spec), spec.version.python_max())
+        mode, cutoff = self.mode(spec), self.cutoff(spec)
+        cap = spec.version.python_max()
+        if cutoff is not None and (then := pythons.newest_minor_at(cutoff)) is not None:
+            cap = then if cap is None else min(cap, then)
+        # A Python of the release's time when one is installed; else the pick a `latest` env would get.
+        interp = pythons.pick(requires_python(spec), cap) or pythons.pick(
+            requires_python(spec), spec.version.python_max()
+        )
         if interp is None:
             raise EnvError(
                 f"no installed Python fits MLflow {spec.label} "
                 f"(requires {requires_python(spec) or 'any'}, at most {spec.version.python_max()})"
             )
-        reqs = [*spec.requirements(), *spec.version.install_requirements(), *sorted(set(packages))]
-        material = json.dumps(
-            {
-                "format": FORMAT,
-                "spec": spec.identity(),
-                "python": str(interp.version),
-                "python_path": str(interp.path),
-                "reqs": reqs,
-            },
-            sort_keys=True,
-        )
-        digest = hashlib.sha256(material.encode()).hexdigest()[:12]
-        key = f"mlflow-{spec.label.replace('@', '-')}-py{interp.minor}-{digest}"
+        reqs = [*spec.requirements(), *spec.version.install_requirements(mode), *sorted(set(packages))]
+        fields: dict[str, object] = {
+            "format": FORMAT,
+            "spec": spec.identity(),
+            "python": str(interp.version),
+            "python_path": str(interp.path),
+            "reqs": reqs,
+        }
+        if cutoff is not None:  # a `latest` env keeps the key it had before resolution modes existed
+            fields |= {"resolution": mode, "exclude_newer": iso(cutoff)}
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+        tag = "" if cutoff is None else f"-rel{cutoff:%Y%m%d}"
+        key = f"mlflow-{spec.label.replace('@', '-')}-py{interp.minor}{tag}-{digest}"
         return key, interp, reqs
 
     def ensure(self, spec: Spec, log: Path, packages: tuple[str, ...] = ()) -> Env:
         """Return the env for ``spec`` (with ``packages`` beside mlflow), building it first when the cache
         does not have it."""
         key, interp, reqs = self.plan(spec, packages)
+        cutoff = self.cutoff(spec)
         path = self.root / key
         with FileLock(str(path) + ".lock", timeout=INSTALL_TIMEOUT_S * 2):
             manifest = path / MANIFEST
@@ -208,7 +273,7 @@ class EnvCache:
                 shutil.rmtree(path)  # an earlier build died half-way
             started = time.monotonic()
             try:
-                self._build(path, spec, interp, reqs, log)
+                self._build(path, spec, interp, reqs, log, cutoff)
                 facts = self._probe(path, log, _names(packages))
             except EnvError:
                 shutil.rmtree(path, ignore_errors=True)
@@ -225,24 +290,38 @@ class EnvCache:
                 requirements=tuple(reqs),
                 build_seconds=round(time.monotonic() - started, 2),
                 packages=tuple(sorted(facts.get("packages", {}).items())),
+                resolution=self.mode(spec),
+                exclude_newer=None if cutoff is None else iso(cutoff),
             )
             manifest.write_text(json.dumps(env.to_manifest(), indent=2))
             return env
 
-    def _build(self, path: Path, spec: Spec, interp: pythons.Interpreter, reqs: list[str], log: Path) -> None:
+    def _build(
+        self,
+        path: Path,
+        spec: Spec,
+        interp: pythons.Interpreter,
+        reqs: list[str],
+        log: Path,
+        cutoff: datetime | None,
+    ) -> None:
         uv_bin = uv.find_uv_bin()
-        _run([uv_bin, "venv", "--quiet", "--seed", "--python", str(interp.path), str(path)], log, 120)
+        # The seed packages (pip, setuptools, wheel) too are as of the cutoff: today's setuptools has no
+        # pkg_resources, which old versions import.
+        as_of = [] if cutoff is None else ["--exclude-newer", iso(cutoff)]
+        _run([uv_bin, "venv", "--quiet", "--seed", *as_of, "--python", str(interp.path), str(path)], log, 120)
         cmd = [
             uv_bin,
             "pip",
             "install",
+            *as_of,
             "--python",
             str(path / "bin" / "python"),
             *reqs,
         ]
         for links in spec.find_links():
             cmd += ["--find-links", str(links)]
-        _run(cmd, log, INSTALL_TIMEOUT_S)
+        _run(cmd, log, self.install_timeout_s)
 
     def _probe(self, path: Path, log: Path, packages: tuple[str, ...] = ()) -> dict:
         environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}

@@ -214,6 +214,17 @@ def load(path: Path | None) -> tuple[Expectation, ...]:
     return tuple(parse(data, str(path)))
 
 
+def load_all(extras: tuple[Path | str, ...] = ()) -> tuple[Expectation, ...]:
+    """The shipped declarations, then each file of ``extras`` in order merged over them: an entry whose id
+    was declared before replaces that entry (in its place), a new id is added at the end. A team overrides
+    a shipped declaration by declaring its id again."""
+    merged = {e.id: e for e in default()}
+    for extra in extras:
+        for e in load(Path(extra)):
+            merged[e.id] = e
+    return tuple(merged.values())
+
+
 def apply(result: CellResult, expectations: tuple[Expectation, ...]) -> None:
     """Turn declared failures into xfail problem by problem, stale declarations into xpass; then settle the
     cell's status."""

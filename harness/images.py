@@ -183,7 +183,10 @@ def python_base(python_minor: str, requested: str | None) -> Choice:
     if requested:
         raise ImageError(f"image {requested} is neither present nor pullable")
     if python_minor != "3.11":
-        raise ImageError(f"{wanted} could not be had, and the bootstrapped base only has Python 3.11")
+        raise ImageError(
+            f"{wanted} could not be had, and the bootstrapped base only has Python 3.11 (with "
+            "--resolution latest, MLflow's env runs on 3.11 where the version allows it)"
+        )
     return Choice(bootstrap_python(), f"{wanted} could not be found or pulled; bootstrapped from Debian")
 
 

@@ -1,6 +1,8 @@
-"""The package index: which MLflow releases exist, and which one `latest` means today.
+"""The package index: which MLflow releases exist, when each was uploaded, and which one `latest` means today.
 
-Release lists are cached for a day under the cache root, so a matrix run asks the index once.
+Release lists are cached for a day under the cache root, so a matrix run asks the index once. A release's
+upload time (its earliest file's) is what `--resolution release` resolves its env as of (harness.envs).
+Installing lives in harness.envs; version facts (recipes, broken releases) in harness.versions.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from email.parser import HeaderParser
 from pathlib import Path
 
@@ -38,6 +41,8 @@ class Release:
     version: MlflowVersion
     yanked: bool
     requires_python: SpecifierSet
+    # When the release's first file reached the index (UTC); None when the index did not say.
+    uploaded: datetime | None = None
 
     @property
     def excluded_reason(self) -> str | None:
@@ -69,8 +74,33 @@ def _parse(data: dict) -> list[Release]:
             rp = SpecifierSet(files[0].get("requires_python") or "")
         except InvalidSpecifier:
             rp = SpecifierSet()
-        out.append(Release(version, all(f.get("yanked") for f in files), rp))
+        out.append(Release(version, all(f.get("yanked") for f in files), rp, _earliest_upload(files)))
     return sorted(out, key=lambda r: r.version)
+
+
+def _earliest_upload(files: list[dict]) -> datetime | None:
+    """The earliest ``upload_time_iso_8601`` of a release's files (an sdist or a wheel may come later)."""
+    times = []
+    for f in files:
+        text = f.get("upload_time_iso_8601")
+        if not text:
+            continue
+        try:
+            times.append(datetime.fromisoformat(text.replace("Z", "+00:00")))
+        except ValueError:
+            continue
+    return min(times) if times else None
+
+
+def release_time(version: MlflowVersion, package: str = "mlflow") -> datetime:
+    """When ``version`` of ``package`` was uploaded to the index (its earliest file). Raises IndexError_
+    when the index cannot be read, does not have that release, or gives no upload time for it."""
+    found = [r for r in releases(package) if r.version == version]
+    if not found:
+        raise IndexError_(f"{package} {version} is not on the index")
+    if found[0].uploaded is None:
+        raise IndexError_(f"the index gives no upload time for {package} {version}")
+    return found[0].uploaded
 
 
 def releases(package: str = "mlflow", *, cache: Path | None = None) -> list[Release]:

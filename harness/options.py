@@ -2,10 +2,14 @@
 
 Each `Option` says it all in one place: its flags and argparse shape, the environment variable that stands
 in for the flag, its default, the check that turns what was typed into a value (or refuses it with one
-line: `BadInput`, exit code 2), and how the report's options table shows it. The options of each database
+line: `BadInput`, exit code 2), how the report's options table shows it, and its key in a team's config file
+(`file_key`: `[tool.mlflow-compat]` in pyproject.toml or mlflow-compat.toml, harness.configfile; None where a
+file has no meaning, e.g. the gate's candidate). A value comes from the command line, else the environment
+variable, else the config file, else the default. The options of each database
 backend (`--postgres-url`, `--mysql-image`, ...) are generated from the backend list (`_server_backends`),
 so a new backend adds no option code here. `parse` reads an argparse namespace into `Options`: every value
-with its source ("command line", "environment X", "default", "profile smoke", ...), in the order the
+with its source ("command line", "environment X", "file F [tool.mlflow-compat]", "default", "profile
+smoke", ...), in the order the
 report lists them. Parsing is pure checking: it starts nothing, makes no directory (a results directory is
 only tried for writing) and never writes `os.environ`. What does not live here: resolving `auto` and
 `latest` against Docker and the package index, planning and running (harness.run), the subcommands and
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness import databases, expectations, randomplan, scenarios
+from harness import configfile, databases, expectations, randomplan, scenarios
 from harness.backends import BACKENDS, Backend, backend_names
 from harness.clients import LAUNCHES
 from harness.config import RunConfig
@@ -31,10 +35,13 @@ from harness.rundir import RunDir
 from harness.runtime import RUNTIMES
 from harness.serverfork import SERVER_LAUNCHES
 from harness.specs import SpecError, parse_path, parse_spec
+from harness.versions import DEFAULT_GRACE_DAYS, RESOLUTIONS, RUN_RESOLUTION, RUN_RESOLUTION_WHY
 
 
 class BadInput(Exception):
     """One line for the user; exit code 2."""
+
+    option: str | None = None  # the option whose check refused (set by `parse`, for a file's values)
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,6 +81,22 @@ class Option:
     show: Callable[[Any], Any] = _as_is  # the value as the report's options table shows it
     report: bool = True  # a row of the report's options table (inputs such as --from are folded elsewhere)
     positional: bool = False  # an argument without a flag (named by ``name``)
+    file_key: str | None = ""  # its key in a team's config file ("": its name; None: not settable there)
+    file_kind: str | None = None  # what the file's value is (configfile.KINDS); None: as the flag takes it
+    paths: bool = False  # its values are paths (a config file's are relative to the file's directory)
+
+    def __post_init__(self) -> None:
+        if self.file_key == "":
+            object.__setattr__(self, "file_key", self.name)
+
+    @property
+    def file_type(self) -> configfile.Key:
+        """What this option's key in a config file takes: as the flag does (a repeated flag: a list)."""
+        action = self.argparse.get("action")
+        derived = {"append": "list", "store_true": "bool"}.get(str(action)) or (
+            "int" if self.argparse.get("type") is int else "str"
+        )
+        return configfile.Key(self.file_kind or derived, self.paths)
 
     @property
     def dest(self) -> str:
@@ -88,13 +111,18 @@ class Option:
         kwargs.setdefault("default", None)  # None: not given (a store_true flag too), so the source is known
         parser.add_argument(*self.flags, help=self.help, **kwargs)
 
-    def given(self, args: argparse.Namespace, environ: Mapping[str, str]) -> Value:
-        """What was asked for, unchecked: the command line, else the environment variable, else default."""
+    def given(
+        self, args: argparse.Namespace, environ: Mapping[str, str], team: configfile.TeamConfig | None = None
+    ) -> Value:
+        """What was asked for, unchecked: the command line, else the environment variable, else the team's
+        config file, else default."""
         typed = getattr(args, self.dest, None)
         if typed is not None:
             return Value(typed, "command line")
         if self.env and environ.get(self.env):
             return Value(environ[self.env], f"environment {self.env}")
+        if team is not None and self.file_key and self.file_key in team.values:
+            return Value(team.values[self.file_key], team.source)
         default = self.default() if callable(self.default) else self.default
         return Value(default, self.default_source)
 
@@ -124,12 +152,15 @@ def _paths(v: Value, get: Lookup) -> Value:
     if (start is None) != (end is None):
         raise BadInput("--from and --to go together (or use --path FROM:TO)")
     texts = list(v.value or [])
+    source = v.source if texts else "command line"
     if start is not None:
+        if v.source != "command line":  # --from/--to on the command line override a config file's paths
+            texts, source = [], "command line"
         texts.insert(0, f"{start}:{end}")
     profile = get("profile").value
     try:
         if texts:
-            return Value([parse_path(t) for t in texts], "command line")
+            return Value([parse_path(t) for t in texts], source)
         return Value(default_paths(profile), f"profile {profile}")
     except SpecError as exc:
         raise BadInput(str(exc)) from None
@@ -155,12 +186,20 @@ def _jobs(v: Value, get: Lookup) -> Value:
     return Value(jobs, v.source)
 
 
+def _grace(v: Value, get: Lookup) -> Value:
+    text = str(v.value).strip()
+    if not (text.isascii() and text.isdigit()):
+        name = "--resolution-grace" if v.source == "command line" else v.source.removeprefix("environment ")
+        raise BadInput(f"{name} {v.value!r}: expected a whole number of days, 0 or more")
+    return Value(int(text), v.source)
+
+
 def _scenarios(v: Value, get: Lookup) -> Value:
+    get("scenario_dirs")  # a team's scenarios join the built-in ones first
     if v.source == "default":  # the default selection, and what the profile adds to it (e.g. the nightly's)
         profile = get("profile").value
         extra = tuple(default_matrix(profile).get("extra_scenarios", ()))
-        if extra:
-            return Value((*scenarios.default_names(), *extra), f"profile {profile}")
+        return Value((*scenarios.default_names(), *extra), f"profile {profile}" if extra else v.source)
     names = tuple(n.strip() for n in v.value.split(",") if n.strip())
     if names == ("none",):
         names = ()
@@ -195,12 +234,38 @@ def _scripts(v: Value, get: Lookup) -> Value:
     return Value(tuple(_script(p) for p in v.value or ()), v.source)
 
 
+def _path_list(value: Any) -> list[str]:
+    """Paths as given: a repeated flag's or a file's list, or one environment variable's os.pathsep list."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [p for p in value.split(os.pathsep) if p]
+    return [str(p) for p in value]
+
+
 def _expectations(v: Value, get: Lookup) -> Value:
+    """Extra declaration files, merged over the shipped one in order (an id given again replaces it)."""
+    given = [Path(p) for p in _path_list(v.value)]
     try:
-        expectations.load(Path(v.value) if v.value else None)
+        expectations.load_all(tuple(given))
     except expectations.ExpectationError as exc:
         raise BadInput(str(exc)) from None
-    return Value(Path(v.value).resolve() if v.value else None, v.source)
+    return Value(tuple(p.resolve() for p in given), v.source)
+
+
+def _scenario_dirs(v: Value, get: Lookup) -> Value:
+    """A team's directories of scenario modules: they join the built-in scenarios (harness.scenarios)."""
+    dirs = []
+    for text in _path_list(v.value):
+        path = Path(text).resolve()
+        if not path.is_dir():
+            raise BadInput(f"scenario directory {text}: no such directory")
+        dirs.append(path)
+    try:
+        scenarios.use_dirs(tuple(dirs))
+    except scenarios.ScenarioError as exc:
+        raise BadInput(str(exc)) from None
+    return Value(tuple(dirs), v.source)
 
 
 def _compare(v: Value, get: Lookup) -> Value:
@@ -299,6 +364,8 @@ def _flag(v: Value, get: Lookup) -> Value:
 def _auth(v: Value, get: Lookup) -> Value:
     """--auth: every cell's servers run the basic-auth app; else the profile's variants (off, or both)."""
     if v.source != "default":
+        if v.value is False:  # a config file's `auth = false`
+            return Value((False,), v.source)
         if str(v.value).lower() not in ("1", "true", "yes", "on"):
             raise BadInput(
                 f"{v.source.removeprefix('environment ')}={v.value!r}: expected 1/true to turn auth on"
@@ -431,9 +498,16 @@ def _declare() -> list[Option]:
     flag = {"action": "store_true"}
     return [
         Option("candidate", ("--candidate",), help="a version, a wheel, or a dir of wheels",
-               argparse={"metavar": "SPEC", "required": True}, commands=("gate",), report=False),
+               argparse={"metavar": "SPEC", "required": True}, commands=("gate",), report=False,
+               file_key=None),
+        # The gate's two FROM versions: folded into its paths (the row says where each came from).
         Option("baseline", ("--baseline",), help="upgrade from this (default: the newest release below)",
-               argparse={"metavar": "VERSION"}, commands=("gate",), report=False),
+               env="MLFLOW_COMPAT_BASELINE", argparse={"metavar": "VERSION"}, commands=("gate",),
+               report=False),
+        Option("oldest", ("--oldest",),
+               help="also upgrade from this (default: the oldest supported, [gate] oldest in "
+               "harness/data/matrix.toml)", env="MLFLOW_COMPAT_OLDEST", argparse={"metavar": "VERSION"},
+               commands=("gate",), report=False),
         Option("backends", ("--backend",),
                help=f"backend store, repeatable ({', '.join(backend_names())}); default: the profile's",
                argparse={"action": "append", "metavar": "NAME", "dest": "backend"}, check=_backends),
@@ -441,9 +515,9 @@ def _declare() -> list[Option]:
                argparse={"action": "append", "metavar": "FROM:TO", "dest": "path"}, commands=("run",),
                check=_paths, show=lambda paths: [":".join(s.label for s in p) for p in paths]),
         Option("from_", ("--from",), help="upgrade from this MLflow (with --to)",
-               argparse={"metavar": "VERSION"}, commands=("run",), report=False),
+               argparse={"metavar": "VERSION"}, commands=("run",), report=False, file_key=None),
         Option("to", ("--to",), help="upgrade to this MLflow (with --from)",
-               argparse={"metavar": "VERSION"}, commands=("run",), report=False),
+               argparse={"metavar": "VERSION"}, commands=("run",), report=False, file_key=None),
         Option("auth", ("--auth",),
                help="every server runs the basic-auth app (2.5+) with an auth database of its own; cells "
                "whose path has an older server are left out (default: the profile's, off for smoke)",
@@ -473,10 +547,11 @@ def _declare() -> list[Option]:
                check=_random_plan, show=lambda seed: "off" if seed is None else seed),
         Option("clients", ("--clients",), help="client versions for every cell (default: the path's ends)",
                argparse={"metavar": "V1,V2"}, commands=("run",), default_source="default (each path's ends)",
-               check=_clients, show=lambda specs: None if specs is None else [s.label for s in specs]),
+               file_kind="csv", check=_clients,
+               show=lambda specs: None if specs is None else [s.label for s in specs]),
         Option("results_dir", ("--results-dir",), help="where runs are written (default: results/)",
                env="MLFLOW_COMPAT_RESULTS_DIR", default="results", argparse={"metavar": "DIR"},
-               check=_results_dir),
+               check=_results_dir, paths=True),
         Option("select", ("-k",), help="select cells by id, as pytest -k does", argparse={"metavar": "EXPR"}),
         Option("jobs", ("-n", "--jobs"), help="cells in parallel (default: CPU count)",
                env="MLFLOW_COMPAT_JOBS", default=lambda: os.cpu_count() or 1,
@@ -493,22 +568,30 @@ def _declare() -> list[Option]:
                help=f"built-in scenarios to run (default: {', '.join(scenarios.default_names())}; also: "
                f"{', '.join(others) or 'none'}; `none` for only your own scripts)",
                env="MLFLOW_COMPAT_SCENARIO_NAMES", default=lambda: ",".join(scenarios.default_names()),
-               argparse={"metavar": "A,B"}, check=_scenarios),
+               argparse={"metavar": "A,B"}, file_kind="csv", check=_scenarios),
         # No script given is still reported as the command line's (an empty list): as reports always had it.
         Option("scripts", ("--scenario",),
                help="your own MLflow script, run unmodified by every client as a scenario (repeatable)",
                default=(), default_source="command line", argparse={"action": "append", "metavar": "PATH"},
-               check=_scripts),
+               check=_scripts, paths=True),
+        Option("scenario_dirs", ("--scenario-dir",),
+               help="a directory of your own scenario modules (write/read, as scenarios/ has them), which "
+               "join the built-in scenarios by name (repeatable; env: os.pathsep-separated)",
+               env="MLFLOW_COMPAT_SCENARIO_DIRS", argparse={"action": "append", "metavar": "DIR"},
+               check=_scenario_dirs, show=lambda dirs: [str(d) for d in dirs], paths=True),
         Option("expectations", ("--expectations",),
-               help="declared incompatibilities (default: the shipped harness/data/expectations.toml)",
-               env="MLFLOW_COMPAT_EXPECTATIONS", argparse={"metavar": "FILE"}, check=_expectations),
+               help="more declared incompatibilities, merged over the shipped harness/data/expectations.toml "
+               "in order (an entry whose id is taken replaces it; repeatable; env: os.pathsep-separated)",
+               env="MLFLOW_COMPAT_EXPECTATIONS", argparse={"action": "append", "metavar": "FILE"},
+               check=_expectations, show=lambda paths: [str(p) for p in paths], paths=True),
         Option("allow_xpass", ("--allow-xpass",),
                help="a declared failure that passed (stale) does not fail", default=False, argparse=flag,
                check=_flag),
         Option("compare", ("--compare",), help="list what changed since this earlier run",
-               argparse={"metavar": "RUN_DIR"}, commands=("run",), check=_compare),
+               argparse={"metavar": "RUN_DIR"}, commands=("run",), check=_compare, file_key=None),
         Option("shard", ("--shard",), help="run only the I-th of N deterministic shares of cells",
                env="MLFLOW_COMPAT_SHARD", argparse={"metavar": "I/N"}, commands=("run",), check=_shard,
+               file_key=None,
                show=lambda shard: None if shard is None else f"{shard[0]}/{shard[1]}"),
         Option("client_launch", ("--client-launch",),
                help="fork (default): each client step is a fresh process forked from an interpreter that "
@@ -521,6 +604,16 @@ def _declare() -> list[Option]:
                "cli: each start runs `mlflow server` from scratch. Docker always starts real containers",
                env="MLFLOW_COMPAT_SERVER_LAUNCH", default="fork", argparse={"choices": SERVER_LAUNCHES},
                check=_one_of(SERVER_LAUNCHES, "{env}={value!r}: choose from fork, cli")),
+        Option("resolution", ("--resolution",),
+               help="how a release's env is resolved: release = its dependencies as of its upload on the "
+               f"index plus the grace period (uv --exclude-newer), latest = today's newest; wheels and dirs "
+               f"always latest (default: {RUN_RESOLUTION}: {RUN_RESOLUTION_WHY})",
+               env="MLFLOW_COMPAT_RESOLUTION", default=RUN_RESOLUTION, argparse={"choices": RESOLUTIONS},
+               check=_one_of(RESOLUTIONS, f"{{env}}={{value!r}}: choose from {', '.join(RESOLUTIONS)}")),
+        Option("resolution_grace", ("--resolution-grace",),
+               help=f"with --resolution release: days after a release's upload still allowed (default "
+               f"{DEFAULT_GRACE_DAYS})", env="MLFLOW_COMPAT_RESOLUTION_GRACE", default=DEFAULT_GRACE_DAYS,
+               argparse={"metavar": "DAYS"}, check=_grace),
         *_url_options(),
         Option("base_image", ("--base-image",),
                help="base of server images (default: python:X.Y-slim, else a bootstrapped Debian)",
@@ -534,34 +627,42 @@ def _declare() -> list[Option]:
                show=lambda value: value or "default"),
         *_image_options(),
         # The gate's baseline: its cells also get the differential pass (the candidate's answers vs its)
-        Option("differential"),
+        Option("differential", file_key=None),
         Option("list", ("--list",), help="print the cells this run would have, start nothing",
-               argparse=flag, commands=("run",), report=False),
+               argparse=flag, commands=("run",), report=False, file_key=None),
         Option("shards", ("--shards",),
                help="with --list: split the cells over N shards as --shard I/N would, and print each "
                "shard's cells and estimated wall time from the recorded durations",
-               argparse={"metavar": "N"}, commands=("run",), report=False, check=_shards),
+               argparse={"metavar": "N"}, commands=("run",), report=False, check=_shards, file_key=None),
         # The other commands' arguments (never read through `parse`).
         Option("run_dir", (), help="a run directory (results/<run-id>)",
-               argparse={"type": Path, "nargs": "?"}, commands=("report",), report=False, positional=True),
+               argparse={"type": Path, "nargs": "?"}, commands=("report",), report=False, positional=True,
+               file_key=None),
         Option("compare_to", ("--compare",), help="list what changed since PREVIOUS",
                argparse={"type": Path, "metavar": "PREVIOUS", "dest": "compare"}, commands=("report",),
-               report=False),
+               report=False, file_key=None),
         Option("merge", ("--merge",), help="join shard runs into one",
-               argparse={"type": Path, "nargs": "+", "metavar": "DIR"}, commands=("report",), report=False),
+               argparse={"type": Path, "nargs": "+", "metavar": "DIR"}, commands=("report",), report=False,
+               file_key=None),
         Option("fidelity", ("--fidelity",),
                help="list every difference between two runs of the same cells (e.g. --server-launch fork and "
                "cli), normalized only for ports, temp paths, pids, times and random ids; exit 1 on any",
                argparse={"type": Path, "nargs": 2, "metavar": ("RUN_A", "RUN_B")}, commands=("report",),
-               report=False),
+               report=False, file_key=None),
         Option("out", ("--out",), help="with --merge: the merged run's directory",
-               argparse={"type": Path, "metavar": "DIR"}, commands=("report",), report=False),
+               argparse={"type": Path, "metavar": "DIR"}, commands=("report",), report=False, file_key=None),
+        Option("runs", (), help="run directories (results/<run-id>; e.g. a nightly's merged run)",
+               argparse={"type": Path, "nargs": "+", "metavar": "RUN"}, commands=("table",), report=False,
+               positional=True, file_key=None),
+        Option("table_out", ("--out",), help="where compat-table.md and compat-table.html go (default: the "
+               "first run's directory)", argparse={"type": Path, "metavar": "DIR"}, commands=("table",),
+               report=False, file_key=None),
         Option("versions", (), help="MLflow specs to build server images for",
                argparse={"nargs": "*", "metavar": "VERSION"}, commands=("images",), report=False,
-               positional=True),
+               positional=True, file_key=None),
         Option("bootstrap", ("--bootstrap",),
                help="no registry: make a Debian base (debootstrap) and database images from Debian packages",
-               argparse=flag, commands=("images",), report=False),
+               argparse=flag, commands=("images",), report=False, file_key=None),
     ]  # fmt: skip
 
 
@@ -608,7 +709,6 @@ class Options:
 
     def config(self, run_id: str) -> RunConfig:
         """What the run's pytest workers need (run.json), once `auto` is resolved."""
-        declared = self.value("expectations")
         network = self.value("docker_network")
         return RunConfig(
             run_id=run_id,
@@ -616,7 +716,10 @@ class Options:
             client_launch=self.value("client_launch"),
             server_launch=self.value("server_launch"),
             keep_stores=bool(self.value("keep_stores")),
-            expectations=str(declared) if declared else None,
+            resolution=self.value("resolution"),
+            resolution_grace_days=self.value("resolution_grace"),
+            expectations=tuple(str(p) for p in self.value("expectations")),
+            scenario_dirs=tuple(str(d) for d in self.value("scenario_dirs")),
             docker_network=network if network in ("host", "bridge") else "host",
             base_image=self.value("base_image") or None,
             database_images={b.name: self.value(f"{b.name}_image") or None for b in _server_backends()},
@@ -624,18 +727,49 @@ class Options:
         )
 
 
-def parse(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Options:
+def team_config(
+    environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> configfile.TeamConfig | None:
+    """The team's config file for a command run in ``cwd`` (harness.configfile), checked against every
+    option's key; a bad one is BadInput naming the file and the key."""
+    keys = {o.file_key: o.file_type for o in OPTIONS.values() if o.file_key}
+    try:
+        return configfile.find(cwd or Path.cwd(), keys, environ)
+    except configfile.ConfigError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def given(name: str, args: argparse.Namespace, environ: Mapping[str, str] | None = None,
+          team: configfile.TeamConfig | None = None) -> Value:  # fmt: skip
+    """One option's value as asked for, unchecked (for what a command decides before `parse`)."""
+    return OPTIONS[name].given(args, os.environ if environ is None else environ, team)
+
+
+def parse(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Options:
     """Check every run option, in the report's order, each after the options its check asks for; the first
     bad one ends it (BadInput). Options a command does not have on its parser take their environment
-    variable or default."""
+    variable, the team's config file's value (found from ``cwd``, default the current directory) or
+    default. A value from the file that its check refuses is named by the file and its key."""
     env = os.environ if environ is None else environ
+    team = team_config(env, cwd)
     done: dict[str, Value] = {}
 
     def get(name: str) -> Value:
         if name not in done:
             option = OPTIONS[name]
-            given = option.given(args, env)
-            done[name] = option.check(given, get) if option.check else given
+            given = option.given(args, env, team)
+            try:
+                done[name] = option.check(given, get) if option.check else given
+            except BadInput as exc:
+                if exc.option is not None:  # refused by an option this one's check asked for
+                    raise
+                if team is not None and given.source == team.source:
+                    where = " [tool.mlflow-compat]" if team.in_pyproject else ""
+                    exc = BadInput(f"{team.path}{where}: {option.file_key}: {exc}")
+                exc.option = name
+                raise exc from None
         return done[name]
 
     names = [n for n, o in OPTIONS.items() if o.report or "run" in o.commands or "gate" in o.commands]

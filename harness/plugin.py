@@ -6,7 +6,10 @@ maps onto pytest's outcomes: pass -> passed, fail and xpass (a stale declaration
 
 Its one option is `--compat-run-dir`. Everything else a worker needs comes from the run directory: the
 plan (the items) and run.json (harness.config.RunConfig, read once per worker), whose published services
-the worker attaches to (harness.runtime.attach_run: starts nothing). What does not live here: the options
+the worker attaches to (harness.runtime.attach_run: starts nothing). In a run (that option given) each
+cell's start and verdict go to the run's progress events (harness.progress: the controller shows them), and
+pytest's own running output is left out: no progress character per cell, no xdist "bringing up nodes..."
+(its final summary of failures stays). What does not live here: the options
 and the run's steps (harness.options, harness.run), what a cell does (harness.cell).
 """
 
@@ -15,12 +18,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness import expectations, procs, serverfork
+from harness import expectations, procs, progress, scenarios, serverfork
 from harness.backends import DATABASE_BACKENDS
 from harness.cell import CellContext, run_cell
 from harness.clients import close_forkservers
@@ -51,6 +55,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     procs.install_cleanup()
+    given = config.getoption("--compat-run-dir", None)
+    if given and (run_config := RunDir(Path(given)).config).is_file():  # a team's scenarios join, as planned
+        scenarios.use_dirs(tuple(Path(d) for d in RunConfig.read(run_config).scenario_dirs))
+
+
+def _in_run(config: pytest.Config) -> bool:
+    return bool(config.getoption("--compat-run-dir", None))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In a run, xdist's status lines ("bringing up nodes...", "created: 2/2 workers") are not shown: the
+    run's progress display says what is running. Its reporter stays (a worker that goes down is still said);
+    only its status is silenced, before xdist's session brings the workers up."""
+    reporter = session.config.pluginmanager.get_plugin("terminaldistreporter")
+    if _in_run(session.config) and reporter is not None:
+        reporter.setstatus = lambda *args, **kwargs: None
+        reporter.ensure_show_status = lambda: None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
+    """In a run, no progress character per cell (the run's progress display has each verdict); the
+    category is kept, so pytest's final counts stay right."""
+    found = yield
+    if _in_run(config) and found:
+        return found[0], "", ""
+    return found
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller's progress display ends here, after the last verdict and before pytest's summary of
+    failures (harness.progress; nothing in a worker process)."""
+    progress.finish()
 
 
 class Worker:
@@ -60,8 +99,7 @@ class Worker:
     def __init__(self, run_dir: RunDir, config: RunConfig) -> None:
         self.run_dir, self.config = run_dir, config
         self.scope: RunScope = attach_run(self.config)
-        declared = self.config.expectations
-        self.expectations: tuple[Expectation, ...] = expectations.load(Path(declared) if declared else None)
+        self.expectations: tuple[Expectation, ...] = expectations.load_all(self.config.expectations)
         self.databases: dict[str, DatabaseServer] = {}
         self.unavailable: dict[str, str] = {}
         for backend in DATABASE_BACKENDS:
@@ -75,12 +113,14 @@ class Worker:
             self.object_store = self.scope.object_store()
         except ObjectStoreUnavailable as exc:
             self.object_store_unavailable = str(exc)
+        me = progress.worker_id()
+        self.progress = progress.Emitter(progress.events_dir(run_dir.path) / f"{me}.jsonl", me)
 
     def context(self, plan: CellPlan) -> CellContext:
         return CellContext(
             cell_dir=self.run_dir.cell(plan.slug).path,
             runtime=self.scope.cell_runtime({LABEL_RUN: self.run_dir.run_id, LABEL_CELL: plan.slug}),
-            envs=EnvCache(),
+            envs=EnvCache(resolution=self.config.resolution, grace_days=self.config.resolution_grace_days),
             keep_store=self.config.keep_stores,
             databases=self.databases,
             unavailable=self.unavailable,
@@ -89,6 +129,7 @@ class Worker:
             client_launch=self.config.client_launch,
             object_store=self.object_store,
             object_store_unavailable=self.object_store_unavailable,
+            progress=self.progress.for_cell(plan.id),
         )
 
     def close(self) -> None:
@@ -158,7 +199,18 @@ class CellItem(pytest.Item):
         self.result: CellResult | None = None
 
     def setup(self) -> None:
-        self.result = run_cell(self.plan, worker(self.config).context(self.plan))
+        found = worker(self.config)
+        found.progress.start(self.plan.id)
+        started = time.monotonic()
+        try:
+            self.result = run_cell(self.plan, found.context(self.plan))
+        except BaseException as exc:  # the cell ends without a verdict: say how, then go on raising
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            seconds = round(time.monotonic() - started, 2)
+            found.progress.verdict(self.plan.id, Status.ERROR.value, seconds, f"no verdict: {why}")
+            raise
+        found.progress.verdict(self.result.id, self.result.status.value, self.result.seconds,
+                               self.result.summary or "", failing_checks(self.result))  # fmt: skip
         if self.result.status is Status.ERROR:
             raise CellInfrastructureError(self.result.summary)
         if self.result.status is Status.SKIP:
@@ -178,6 +230,15 @@ class CellItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, self.plan.id
+
+
+def failing_checks(result: CellResult) -> list[str]:
+    """The failing checks of a cell, one short line each, for its progress verdict."""
+    bad = [c for c in result.checks if c.status in (Status.FAIL, Status.ERROR, Status.XPASS)]
+    lines = [f"[{c.status.value}] {c.label()}: {c.detail[:200]}" for c in bad[: progress.PROBLEMS]]
+    if len(bad) > progress.PROBLEMS:
+        lines.append(f"... and {len(bad) - progress.PROBLEMS} more (report.md)")
+    return lines
 
 
 def describe_failures(result: CellResult) -> str:

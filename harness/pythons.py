@@ -1,7 +1,10 @@
 """Python interpreters installed on this machine, and the one a given MLflow version should run on.
 
 pyenv's shims for versions it has not selected fail when run, so interpreters are found by path
-(pyenv's versions/*/bin) as well as on PATH, and each is asked its own version before use.
+(pyenv's versions/*/bin) as well as on PATH, and each is asked its own version before use. For envs resolved
+as of an MLflow release (``--resolution release``), ``newest_minor_at`` says which Python minor was current
+then (its wheels had had time to appear): a 2021 dependency set has no wheels for a 2022 Python. Which
+requirements an env gets, and the cutoff itself, live in harness.envs.
 """
 
 from __future__ import annotations
@@ -11,12 +14,27 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 PREFERRED = Version(os.environ.get("MLFLOW_COMPAT_PYTHON", "3.11"))
+
+# First final release of each CPython minor (python.org). A minor counts as current at a date only once
+# WHEEL_LAG has passed: numpy, pandas, pyarrow and scipy publish wheels for a new Python months later.
+FIRST_RELEASE = {
+    Version("3.7"): datetime(2018, 6, 27, tzinfo=UTC),
+    Version("3.8"): datetime(2019, 10, 14, tzinfo=UTC),
+    Version("3.9"): datetime(2020, 10, 5, tzinfo=UTC),
+    Version("3.10"): datetime(2021, 10, 4, tzinfo=UTC),
+    Version("3.11"): datetime(2022, 10, 24, tzinfo=UTC),
+    Version("3.12"): datetime(2023, 10, 2, tzinfo=UTC),
+    Version("3.13"): datetime(2024, 10, 7, tzinfo=UTC),
+    Version("3.14"): datetime(2025, 10, 7, tzinfo=UTC),
+}
+WHEEL_LAG = timedelta(days=180)
 
 
 @dataclass(frozen=True, order=True)
@@ -78,6 +96,12 @@ def installed() -> tuple[Interpreter, ...]:
         if interp.minor not in best or best[interp.minor].version < interp.version:
             best[interp.minor] = interp
     return tuple(sorted(best.values()))
+
+
+def newest_minor_at(when: datetime) -> Version | None:
+    """The newest Python minor that had been out for WHEEL_LAG at ``when`` (None: none had)."""
+    current = [minor for minor, first in FIRST_RELEASE.items() if first + WHEEL_LAG <= when]
+    return max(current) if current else None
 
 
 def pick(

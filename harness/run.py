@@ -30,9 +30,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import __version__, durations, images, index, migration, owner, pythons, randomplan
+from harness import __version__, durations, images, index, migration, owner, progress, pythons, randomplan
 from harness.config import RunConfig
-from harness.options import BadInput, Options, parse
+from harness.options import BadInput, Options, given, parse, team_config
 from harness.plan import (
     CellPlan,
     default_matrix,
@@ -289,7 +289,7 @@ def pytest_args(run: Run) -> list[str]:
     rd = run.dir
     args = [str(rd.plan), "-c", str(rd.pytest_ini), "--rootdir", str(rd.path),
             "-p", "harness.plugin", "-p", "no:cacheprovider", "--compat-run-dir", str(rd.path),
-            "-q", "--no-header", "-rN", "--assert=plain"]  # fmt: skip
+            "-q", "--no-header", "-rN", "--assert=plain", "-o", "console_output_style=classic"]  # fmt: skip
     if run.opts.value("select"):
         args += ["-k", run.opts.value("select")]
     return args
@@ -329,7 +329,8 @@ def open_services(run: Run) -> None:
 
 
 def run_cells(run: Run) -> None:
-    """The cells as pytest items, in parallel (pytest-xdist); Ctrl-C ends them and the run goes on to
+    """The cells as pytest items, in parallel (pytest-xdist), their progress shown as they go
+    (harness.progress: live on a terminal, else a line per event); Ctrl-C ends them and the run goes on to
     report what finished."""
     if not run.cells:
         return
@@ -338,7 +339,8 @@ def run_cells(run: Run) -> None:
     jobs = min(run.opts.value("jobs"), len(run.cells))
     args += ["-n", str(jobs), "--dist", "load"] if jobs > 1 else ["-p", "no:xdist"]
     try:
-        run.code = int(pytest.main(args))
+        with progress.show(run.dir.path, run.cells, jobs, durations.expected_seconds(run.cells)):
+            run.code = int(pytest.main(args))
     except KeyboardInterrupt:
         run.code, run.interrupted = pytest.ExitCode.INTERRUPTED, True
 
@@ -441,18 +443,38 @@ class Gate:
 def gate_options(args: argparse.Namespace) -> tuple[Options, Gate]:
     """The gate's run: upgrade from the baseline and from the oldest supported version to the candidate; the
     baseline's cells also get the differential pass."""
+    team = team_config()  # a bad config file is refused before anything else
     try:
         candidate = parse_spec(args.candidate)
     except SpecError as exc:
         raise BadInput(str(exc)) from None
-    oldest = oldest_supported()
-    baseline = args.baseline or newest_release_below(candidate)
+    # The baseline and the oldest: --baseline/--oldest, their environment variables, the team's config file,
+    # else the newest release below the candidate and the oldest supported version (data/matrix.toml).
+    chosen: dict[str, tuple[str, str]] = {}
+    for name, fallback, why in (
+        ("oldest", oldest_supported, "[gate] oldest in harness/data/matrix.toml"),
+        ("baseline", lambda: newest_release_below(candidate), "the newest release below the candidate"),
+    ):
+        v = given(name, args, team=team)
+        if v.value is None:
+            chosen[name] = (fallback(), why)
+            continue
+        try:
+            parse_spec(str(v.value))
+        except SpecError as exc:
+            where = f"--{name}" if v.source == "command line" else v.source
+            raise BadInput(f"{where}: {name} {v.value}: {exc}") from None
+        chosen[name] = (str(v.value), v.source)
+    (oldest, oldest_from), (baseline, baseline_from) = chosen["oldest"], chosen["baseline"]
     args.path = list(dict.fromkeys(f"{v}:{args.candidate}" for v in (baseline, oldest)))
     opts = parse(args)
+    paths_from = f"gate: from baseline {baseline} ({baseline_from}) and oldest {oldest} ({oldest_from})"
+    opts.set("paths", opts.value("paths"), paths_from)
     opts.set("differential", baseline, "gate (the baseline)")
     if opts.value("scale") and oldest != baseline:  # the baseline's own upgrade, timed beside the candidate's
         reference = (parse_spec(oldest), parse_spec(baseline))
-        opts.set("paths", [*opts.value("paths"), reference], f"gate (+ {oldest}:{baseline} at --scale)")
+        scaled = f"{paths_from} (+ {oldest}:{baseline} at --scale)"
+        opts.set("paths", [*opts.value("paths"), reference], scaled)
     return opts, Gate(candidate, baseline, oldest)
 
 

@@ -10,6 +10,11 @@ the cell has them; see harness/plan.py). The harness reads these without
 importing the module (it imports mlflow, which only the clients' venvs have), and skips a scenario for a
 client version that lacks a capability, or a server whose store lacks one, with that reason. A user's own
 script (``--scenario PATH``) runs through scenarios/script.py, which learns what it wrote from the server.
+
+A team's own scenario modules, in the same format, live in directories of their own (``--scenario-dir DIR``,
+``scenario-dirs`` in their config file): `use_dirs` adds them to the built-in ones by name (a name a shipped
+scenario has is refused), the controller from its options and each pytest worker from run.json. They run
+like the shipped ones, with the shipped directory on their import path (``from common import ...`` works).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 from harness.paths import SCENARIOS_DIR
 from harness.results import FEATURES
-from harness.versions import MlflowVersion
+from harness.versions import MlflowVersion, capability_names
 
 # The runners, helpers, the user-script adapter, background programs (the rolling upgrade's workload,
 # `mlflow db upgrade` timed per revision).
@@ -81,14 +86,74 @@ def _declared(path: Path) -> tuple[str, dict[str, Any]]:
     return doc, declared
 
 
+class ScenarioError(ValueError):
+    """A scenario directory that cannot be used (bad input): not a directory, a module that does not parse or
+    lacks write/read, a name a shipped scenario has."""
+
+
+_extra_dirs: tuple[Path, ...] = ()
+
+
+def use_dirs(dirs: tuple[Path, ...]) -> None:
+    """Make the scenario modules in ``dirs`` (absolute) join the built-in ones from now on (replacing any
+    given before; () for none). Checked at once: ScenarioError names the first that cannot be used."""
+    global _extra_dirs
+    before, _extra_dirs = _extra_dirs, tuple(Path(d) for d in dirs)
+    builtin.cache_clear()
+    try:
+        known = builtin()
+        for path in _extra_dirs:  # a team's REQUIRES must name capabilities versions.toml knows
+            for scenario in (s for s in known.values() if s.path.parent == path):
+                wanted = {*scenario.requires, *(c for caps in scenario.store_requires.values() for c in caps)}
+                if unknown := sorted(wanted - set(capability_names())):
+                    raise ScenarioError(f"scenario {scenario.path}: unknown capabilities {unknown} "
+                                        f"(known: {', '.join(capability_names())})")  # fmt: skip
+    except ValueError as exc:  # ScenarioError, or an unknown NEEDS
+        _extra_dirs = before
+        builtin.cache_clear()
+        raise ScenarioError(str(exc)) from None
+
+
+def extra_dirs() -> tuple[Path, ...]:
+    return _extra_dirs
+
+
+@functools.cache
+def _scan(dirs: tuple[Path, ...]) -> tuple[Path, ...]:
+    """The scenario modules of the shipped directory, then of ``dirs``; a clash of names is refused."""
+    shipped = [p for p in sorted(SCENARIOS_DIR.glob("*.py")) if p.stem not in NOT_SCENARIOS]
+    seen = {p.stem: p for p in shipped}
+    found = list(shipped)
+    for d in dirs:
+        if not d.is_dir():
+            raise ScenarioError(f"scenario directory {d}: no such directory")
+        for path in sorted(d.glob("*.py")):
+            if path.stem.startswith("_"):
+                continue
+            if path.stem in seen:
+                raise ScenarioError(f"scenario {path}: the name {path.stem!r} is taken by {seen[path.stem]}")
+            try:
+                tree = ast.parse(path.read_text(), str(path))
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise ScenarioError(f"scenario {path}: {exc}") from None
+            defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+            if missing := {"write", "read"} - defined:
+                raise ScenarioError(f"scenario {path}: defines no {' or '.join(sorted(missing))}(ctx, ...)")
+            seen[path.stem] = path
+            found.append(path)
+    return tuple(found)
+
+
 @functools.cache
 def builtin() -> dict[str, Scenario]:
-    """Every built-in scenario by name, quickstart first (the baseline), then alphabetically."""
+    """Every built-in scenario by name (the shipped ones and those of `use_dirs`), quickstart first (the
+    baseline), then alphabetically."""
     found = {}
-    for path in sorted(SCENARIOS_DIR.glob("*.py")):
-        if path.stem in NOT_SCENARIOS:
-            continue
-        doc, declared = _declared(path)
+    for path in _scan(_extra_dirs):
+        try:
+            doc, declared = _declared(path)
+        except (ValueError, SyntaxError) as exc:  # a declaration that is no literal
+            raise ScenarioError(f"scenario {path}: {exc}") from None
         store = {backend: tuple(caps) for backend, caps in declared.get("STORE_REQUIRES", {}).items()}
         requires = tuple(declared.get("REQUIRES", ()))
         found[path.stem] = Scenario(

@@ -16,6 +16,19 @@ from typing import Any
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+# How an env's dependencies are resolved: as of the release's upload on the index, or the newest today.
+RESOLUTIONS = ("release", "latest")
+# What a run uses unless told (--resolution; harness.envs builds it): chosen from the measurement
+# (harness.installability), the reason shown in the option's help.
+RUN_RESOLUTION = "release"
+RUN_RESOLUTION_WHY = (
+    "measured (nox -s installability), the newest patch of every minor from 1.20 to 3.17 installs and "
+    "imports when resolved as of its release, with fewer recipes, and a dependency released later cannot "
+    "break an old version's env; `latest` is what `pip install mlflow==X` gets today"
+)
+# Days after a release's upload that still count as "its" dependencies (a fix released the next week).
+DEFAULT_GRACE_DAYS = 7
+
 
 @functools.cache
 def _facts() -> dict[str, Any]:
@@ -76,10 +89,16 @@ class MlflowVersion:
         return self.supports("db_upgrade_on_empty_db")
 
     # -- installation -----------------------------------------------------------------------
-    def install_requirements(self) -> list[str]:
-        """Requirements installed beside mlflow itself (recipes), in a stable order."""
+    def install_requirements(self, resolution: str = "latest") -> list[str]:
+        """Requirements installed beside mlflow itself (recipes), in a stable order. ``resolution`` is how
+        the env is resolved (``latest``, or ``release``: as of the release's upload); a recipe with ``modes``
+        applies only under those (one that release-date resolution makes unnecessary says ``["latest"]``)."""
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"unknown resolution {resolution!r}; known: {', '.join(RESOLUTIONS)}")
         reqs: list[str] = []
         for recipe in _facts()["recipe"]:
+            if resolution not in recipe.get("modes", RESOLUTIONS):
+                continue
             if _matches(recipe["versions"], self.release):
                 reqs.extend(r for r in recipe["requirements"] if r not in reqs)
         return reqs

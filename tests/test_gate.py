@@ -14,9 +14,11 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.cell
 
+# Merged over the shipped declarations: the first two take the ids of the shipped entries that cover the same
+# checks, and so replace them.
 DECLARED = """
 [[expect]]
-id = "logged-models"                       # real skew, declared with the server's own error: xfail
+id = "logged-models-need-a-3.0-server"     # real skew, declared with the server's own error: xfail
 check = "write"
 scenario = "logged_models"
 client = ">=3.0"
@@ -26,7 +28,7 @@ reason = "3.0 entity"
 link = "https://example.invalid/1"
 
 [[expect]]
-id = "artifacts-wrong-error"               # real skew, but declared with another error: stays fail
+id = "3.x-client-lists-artifact-dirs-via-logged-models"  # real skew, declared with another error: stays fail
 check = "read"
 scenario = "artifacts"
 client = ">=3.0"
@@ -59,12 +61,14 @@ def test_declared_failures_are_xfail_stale_ones_xpass_and_others_fail(tmp_path: 
     (cell,) = json.loads((run_dir / "results.json").read_text())["cells"]
     by = {(c["phase"], c["name"], c["scenario"], c["client"]): c for c in cell["checks"]}
     xfail = by[("before", "write", "logged_models", "3.17.2")]
-    assert xfail["status"] == "xfail" and xfail["expected"] == "logged-models"
+    assert xfail["status"] == "xfail" and xfail["expected"] == "logged-models-need-a-3.0-server"
     assert "logged-models failed with error code 404" in xfail["detail"]
+    assert "(logged-models-need-a-3.0-server: 3.0 entity)" in xfail["detail"]  # this file's, not the shipped
     wrong = by[("before", "read", "artifacts", "3.17.2")]
     assert (
         wrong["status"] == "fail"
-        and "declared (artifacts-wrong-error) with a different error" in wrong["detail"]
+        and "declared (3.x-client-lists-artifact-dirs-via-logged-models) with a different error"
+        in wrong["detail"]
     )
     stale = by[("before", "write", "quickstart", "3.17.2")]
     assert stale["status"] == "xpass" and "declaration is stale" in stale["detail"]

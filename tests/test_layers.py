@@ -30,6 +30,7 @@ FLOORS: list[tuple[str, list[str]]] = [
             "integrity",
             "rundir",
             "config",
+            "configfile",
             "waiting",
         ],
     ),
@@ -54,11 +55,11 @@ FLOORS: list[tuple[str, list[str]]] = [
     ("where servers run", ["runtime."]),
     ("the matrix", ["plan", "randomplan"]),
     ("one cell", ["ledger", "clientsteps", "scale", "rolling", "interrupted", "cell"]),
-    ("cells as pytest items", ["plugin"]),
-    ("results on disk", ["report", "durations"]),
+    ("cells as pytest items", ["plugin", "progress"]),
+    ("results on disk", ["report", "durations", "table"]),
     ("options", ["options"]),
     ("a run", ["run"]),
-    ("commands", ["cli", "bench", "mutants"]),
+    ("commands", ["cli", "bench", "mutants", "installability"]),
 ]
 
 

@@ -22,8 +22,9 @@ from harness.specs import parse_path
 TABLE = ["backends", "paths", "auth", "artifact_stores", "scale", "rolling", "random_plan", "clients",
          "results_dir",
          "select", "jobs",
-         "runtime", "keep_stores", "profile", "scenarios", "scripts", "expectations", "allow_xpass",
-         "compare", "shard", "client_launch", "server_launch",
+         "runtime", "keep_stores", "profile", "scenarios", "scripts", "scenario_dirs", "expectations",
+         "allow_xpass",
+         "compare", "shard", "client_launch", "server_launch", "resolution", "resolution_grace",
          "postgres_url", "mysql_url", "base_image", "docker_network", "postgres_image", "mysql_image",
          "differential", "resolved"]  # fmt: skip
 

@@ -22,7 +22,7 @@ def test_unknown_capability_is_an_error() -> None:
 
 
 def test_recipes() -> None:
-    drivers = ["psycopg2-binary", "PyMySQL"]
+    drivers = ["psycopg2-binary", "PyMySQL[rsa]"]
     old = ["sqlalchemy<1.4", "protobuf<4", "numpy<1.24"]
     assert V("1.22.0").install_requirements() == ["setuptools<70", "sqlalchemy<2.1", *old, *drivers]
     assert V("1.30.1").install_requirements() == ["setuptools<70", "sqlalchemy<2.1", *drivers]
