@@ -20,7 +20,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import durations, fidelity, images, options, owner, procs, table
+from harness import durations, fidelity, images, options, owner, procs, progress, table
 from harness.backends import SERVER_BACKENDS
 from harness.durations import Split
 from harness.options import BadInput, Parser, check_writable
@@ -112,14 +112,7 @@ def print_summary(run: RunResult, run_dir: RunDir) -> None:
     from rich.text import Text  # ids and summaries as they are: "[scale=1m]" or "[auth]" is not markup
 
     console = Console(stderr=False)
-    colours = {
-        "pass": "green",
-        "fail": "red",
-        "error": "yellow",
-        "skip": "dim",
-        "xfail": "blue",
-        "xpass": "magenta",
-    }
+    colours = progress.COLOURS
     table = Table(title=f"mlflow-compat run {run.run_id}")
     for col in ("cell", "status", "seconds", "summary"):
         table.add_column(col)
@@ -254,6 +247,9 @@ def cmd_images(args: argparse.Namespace) -> int:
         specs = [parse_spec(v) for v in args.versions]
     except SpecError as exc:
         raise BadInput(str(exc)) from None
+    team = options.team_config()  # the envs the runs will use: resolved as they resolve them
+    resolution = options.checked("resolution", args, team).value
+    grace_days = options.checked("resolution_grace", args, team).value
     if not images.engine_available():
         raise BadInput("no Docker engine answers (is dockerd running? DOCKER_HOST?)")
     from harness.envs import EnvCache
@@ -263,14 +259,20 @@ def cmd_images(args: argparse.Namespace) -> int:
 
         for backend in SERVER_BACKENDS:
             print(f"{backend}: {bootstrap_database(backend)}", flush=True)
-    cache = EnvCache()
+    cache = EnvCache(resolution=resolution, grace_days=grace_days)
+    failed = 0
     for spec in specs:
         log = cache.root / f"images-{spec.label}.log"
         env = cache.ensure(spec, log)
-        base = images.python_base(".".join(env.python.split(".")[:2]), args.base_image)
-        choice = images.server_image(env, base)
+        try:
+            base = images.python_base(".".join(env.python.split(".")[:2]), args.base_image)
+            choice = images.server_image(env, base)
+        except images.ImageError as exc:  # this machine's trouble: said in one line, the others still built
+            print(f"MLflow {spec.label}: no image: {exc}", file=sys.stderr, flush=True)
+            failed += 1
+            continue
         print(f"MLflow {spec.label}: {choice.image} ({choice.note})", flush=True)
-    return 0
+    return ExitCode.INFRA_ONLY if failed else 0
 
 
 def cmd_clean(_args: argparse.Namespace) -> int:

@@ -53,6 +53,9 @@ class Expectation:
     client: str = ""  # PEP 440 specifier on the client version; "" = any
     server: str = ""
     from_: str = ""  # on the version that created the cell's store (the path's first)
+    # On the SQLAlchemy that version's env ran on (a store's schema can depend on it: how an env is resolved,
+    # --resolution, decides it); "" = any.
+    from_sqlalchemy: str = ""
     backends: tuple[str, ...] = field(default_factory=tuple)  # empty = every backend
     features: tuple[str, ...] = field(
         default_factory=tuple
@@ -70,6 +73,8 @@ class Expectation:
         if not set(self.features) <= result.features:
             return False
         if not _within(result.from_, self.from_):
+            return False
+        if self.from_sqlalchemy and not _within(creator_sqlalchemy(result), self.from_sqlalchemy):
             return False
         if self.scenario and check.scenario != self.scenario:
             return False
@@ -104,6 +109,12 @@ class Expectation:
         return not self.written_by or any(self.matches_writer(w) for w in check.writers)
 
 
+def creator_sqlalchemy(result: CellResult) -> str | None:
+    """The SQLAlchemy of the env that created the cell's store (the path's first version; None: unknown)."""
+    envs = result.components.get("envs", {})
+    return (envs.get(result.from_) or {}).get("sqlalchemy") if isinstance(envs, dict) else None
+
+
 def in_phase(actual: str, declared: str) -> bool:
     """A declared phase names its family: "after" is also each hop's "after-1", "after-2", ..."""
     return actual == declared or actual.startswith(f"{declared}-")
@@ -128,6 +139,7 @@ OPTIONAL = (
     "client",
     "server",
     "from",
+    "from_sqlalchemy",
     "backends",
     "features",
     "written_by",
@@ -164,7 +176,7 @@ def parse(data: dict[str, Any], source: str) -> list[Expectation]:
             raise ExpectationError(
                 f"{source}: {item['id']}: written_by takes a table of client, server and phase"
             )
-        ranges = [(key, item.get(key, "")) for key in ("client", "server", "from")]
+        ranges = [(key, item.get(key, "")) for key in ("client", "server", "from", "from_sqlalchemy")]
         ranges += [(f"written_by.{key}", written_by.get(key, "")) for key in ("client", "server")]
         for key, spec in ranges:
             try:

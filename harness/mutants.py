@@ -633,19 +633,21 @@ def _describe(f: Found, *, status: bool = True) -> str:
 
 @dataclass(frozen=True)
 class Options:
-    """How each gate run of the suite is made: the release mutated, the gate's baseline, where runs write."""
+    """How each gate run of the suite is made: the release mutated, the gate's baseline and oldest version
+    (None: the gate's own, harness/data/matrix.toml), where runs write."""
 
     results_dir: Path
     base: str = "3.17.2"
     baseline: str = "2.22.5"
     jobs: int = 2
+    oldest: str | None = None
 
 
 def gate_command(candidate: Path, kind: Kind, scenarios: Sequence[str], opts: Options) -> list[str]:
     return [sys.executable, "-m", "harness.cli", "gate", "--candidate", str(candidate),
             "--baseline", opts.baseline, "--backend", "sqlite", "--runtime", "local",
             "--scenarios", ",".join(scenarios), "--results-dir", str(opts.results_dir / kind.id),
-            "-n", str(opts.jobs)]  # fmt: skip
+            "-n", str(opts.jobs), *(["--oldest", opts.oldest] if opts.oldest else [])]  # fmt: skip
 
 
 def run_kind(
@@ -688,6 +690,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--kinds", help="comma-separated kind ids (default: all); `--list` shows them")
     p.add_argument("--base", default="3.17.2", help="the release whose wheels are mutated (default 3.17.2)")
     p.add_argument("--baseline", default="2.22.5", help="the gate's --baseline (default 2.22.5)")
+    p.add_argument("--oldest", help="the gate's --oldest (default: the gate's, the oldest supported)")
     p.add_argument("--results-dir", type=Path, help="where each gate run writes (default: a temp dir)")
     p.add_argument("-n", "--jobs", type=int, default=2, help="the gate's -n (default 2)")
     p.add_argument("--list", action="store_true", help="print the table and exit")
@@ -718,7 +721,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mutants: -n must be at least 1, not {args.jobs}", file=sys.stderr)
         return 2
     results_dir = args.results_dir or Path(tempfile.mkdtemp(prefix="mlflow-compat-mutants-"))
-    opts = Options(results_dir.resolve(), args.base, args.baseline, args.jobs)
+    opts = Options(results_dir.resolve(), args.base, args.baseline, args.jobs, args.oldest)
     print(
         f"mutants: base {opts.base}, baseline {opts.baseline}, results under {opts.results_dir}", flush=True
     )

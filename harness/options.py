@@ -609,11 +609,12 @@ def _declare() -> list[Option]:
                f"index plus the grace period (uv --exclude-newer), latest = today's newest; wheels and dirs "
                f"always latest (default: {RUN_RESOLUTION}: {RUN_RESOLUTION_WHY})",
                env="MLFLOW_COMPAT_RESOLUTION", default=RUN_RESOLUTION, argparse={"choices": RESOLUTIONS},
+               commands=("run", "gate", "images"),
                check=_one_of(RESOLUTIONS, f"{{env}}={{value!r}}: choose from {', '.join(RESOLUTIONS)}")),
         Option("resolution_grace", ("--resolution-grace",),
                help=f"with --resolution release: days after a release's upload still allowed (default "
                f"{DEFAULT_GRACE_DAYS})", env="MLFLOW_COMPAT_RESOLUTION_GRACE", default=DEFAULT_GRACE_DAYS,
-               argparse={"metavar": "DAYS"}, check=_grace),
+               argparse={"metavar": "DAYS"}, commands=("run", "gate", "images"), check=_grace),
         *_url_options(),
         Option("base_image", ("--base-image",),
                help="base of server images (default: python:X.Y-slim, else a bootstrapped Debian)",
@@ -743,6 +744,17 @@ def given(name: str, args: argparse.Namespace, environ: Mapping[str, str] | None
           team: configfile.TeamConfig | None = None) -> Value:  # fmt: skip
     """One option's value as asked for, unchecked (for what a command decides before `parse`)."""
     return OPTIONS[name].given(args, os.environ if environ is None else environ, team)
+
+
+def checked(name: str, args: argparse.Namespace, team: configfile.TeamConfig | None = None) -> Value:
+    """One option's checked value, for a command that reads only a few (its check must not ask for others)."""
+    option = OPTIONS[name]
+    value = option.given(args, os.environ, team)
+
+    def others(other: str) -> NoReturn:
+        raise AssertionError(f"{name}'s check asked for {other}: use `parse`")
+
+    return option.check(value, others) if option.check else value
 
 
 def parse(

@@ -96,7 +96,7 @@ class Worker:
     """What a pytest worker shares between its cells: the run's configuration and its services (made on the
     first cell, so a collect-only pass, which comes before run.json is written, attaches to nothing)."""
 
-    def __init__(self, run_dir: RunDir, config: RunConfig) -> None:
+    def __init__(self, run_dir: RunDir, config: RunConfig, name: str = "main") -> None:
         self.run_dir, self.config = run_dir, config
         self.scope: RunScope = attach_run(self.config)
         self.expectations: tuple[Expectation, ...] = expectations.load_all(self.config.expectations)
@@ -113,8 +113,7 @@ class Worker:
             self.object_store = self.scope.object_store()
         except ObjectStoreUnavailable as exc:
             self.object_store_unavailable = str(exc)
-        me = progress.worker_id()
-        self.progress = progress.Emitter(progress.events_dir(run_dir.path) / f"{me}.jsonl", me)
+        self.progress = progress.Emitter(progress.events_dir(run_dir.path) / f"{name}.jsonl", name)
 
     def context(self, plan: CellPlan) -> CellContext:
         return CellContext(
@@ -140,25 +139,26 @@ def worker(config: pytest.Config) -> Worker:
     found: Worker | None = getattr(config, "_compat_worker", None)
     if found is None:
         given = config.getoption("--compat-run-dir")
-        found = of_run(RunDir(Path(given))) if given else ad_hoc()
+        name = progress.worker_id(config)
+        found = of_run(RunDir(Path(given)), name) if given else ad_hoc(name)
         config._compat_worker = found  # type: ignore[attr-defined]
     return found
 
 
-def of_run(run_dir: RunDir) -> Worker:
+def of_run(run_dir: RunDir, name: str = "main") -> Worker:
     """A worker of a run the controller prepared: its settings are run.json's, and none other. A run
     directory without one is the harness's trouble (every cell an error), never a run on defaults."""
     if not run_dir.config.is_file():
         raise CellInfrastructureError(
             f"{run_dir.config}: no run configuration (written by `mlflow-compat run` before the cells start)"
         )
-    return Worker(run_dir, RunConfig.read(run_dir.config))
+    return Worker(run_dir, RunConfig.read(run_dir.config), name)
 
 
-def ad_hoc() -> Worker:
+def ad_hoc(name: str = "main") -> Worker:
     """A plan run by hand with plain pytest (no run directory): the defaults, in a temp directory."""
     run_dir = RunDir(Path(tempfile.mkdtemp(prefix="mlflow-compat-")))
-    return Worker(run_dir, RunConfig(run_id=run_dir.run_id))
+    return Worker(run_dir, RunConfig(run_id=run_dir.run_id), name)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

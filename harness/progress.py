@@ -46,9 +46,12 @@ def events_dir(run_dir: Path) -> Path:
     return run_dir / DIR
 
 
-def worker_id() -> str:
-    """This process's name in the run: xdist's worker id (gw0, gw1, ...), else `main` (-n 1: in-process)."""
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+def worker_id(config: Any) -> str:
+    """A pytest process's name in the run: its xdist worker id (gw0, gw1, ...), else `main` (-n 1: the cells
+    run in-process). Asked of the pytest config, never of the environment: a run started from inside
+    another pytest's worker inherits that one's PYTEST_XDIST_WORKER."""
+    workerinput = getattr(config, "workerinput", None)
+    return str(workerinput["workerid"]) if workerinput else "main"
 
 
 def stamp(t: datetime) -> str:
@@ -293,7 +296,7 @@ class Lines:
         pass
 
 
-COLOURS = {
+COLOURS = {  # a verdict as rich colours it (the live display, the summary table after a run)
     "pass": "green",
     "fail": "red",
     "error": "yellow",

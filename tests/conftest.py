@@ -23,6 +23,16 @@ def require_docker() -> None:
         pytest.skip("no Docker engine answers on this machine")
 
 
+def chromium() -> str:
+    """Debian's Chromium for the browser tests: under CI a missing one fails the test; elsewhere it skips."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test, but Chromium is not installed (apt install chromium)")
+        pytest.skip("Chromium is not installed")
+    return found
+
+
 def run_cli(
     *args: str, timeout: float = 1800, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import owner
+from harness.plan import oldest_supported
 from tests.conftest import REPO, run_cli
 
 
@@ -167,7 +168,8 @@ def test_a_gate_selection_that_matches_nothing_names_the_cells(tmp_path: Path) -
                    "--backend", "sqlite", "-k", "oracle")  # fmt: skip
     prefix = "mlflow-compat: error: no cell matches -k 'oracle' (cells: "
     assert line.startswith(prefix) and line.endswith(")"), line
-    assert sorted(line[len(prefix) : -1].split(", ")) == ["sqlite:1.30.1->3.17.2", "sqlite:2.22.5->3.17.2"]
+    oldest = oldest_supported()
+    assert sorted(line[len(prefix) : -1].split(", ")) == [f"sqlite:{oldest}->3.17.2", "sqlite:2.22.5->3.17.2"]
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,41 @@ reason = "r"
         assert miss.status is Status.FAIL
 
 
+def test_from_sqlalchemy_covers_only_stores_made_under_that_sqlalchemy(tmp_path: Path) -> None:
+    """A store's schema can depend on the SQLAlchemy its creator ran on (--resolution decides it): a
+    declaration that names it covers only cells whose FROM env ran on it, and says nothing (no xpass)
+    elsewhere; an env the cell never recorded is not assumed to match."""
+    body = """
+[[expect]]
+id = "status-check"
+check = "schema-drift"
+from = "<1.23"
+from_sqlalchemy = ">=1.4"
+backends = ["mysql"]
+error = "check constraint status"
+reason = "r"
+"""
+
+    def drift(sqlalchemy: str | None, status: Status = Status.FAIL) -> CellResult:
+        detail = "check constraint status (...) on runs only in the upgraded store"
+        result = cell(
+            Check("schema-drift", "upgrade", status, detail), backend="mysql", path=("1.20.2", "3.17.2")
+        )
+        if sqlalchemy is not None:
+            result.components["envs"] = {
+                "1.20.2": {"sqlalchemy": sqlalchemy},
+                "3.17.2": {"sqlalchemy": "2.1.6"},
+            }
+        apply(result, declared(tmp_path, body))
+        return result
+
+    assert drift("1.4.23").status is Status.XFAIL
+    assert drift("1.3.24").status is Status.FAIL  # the same failure from a store made under 1.3: undeclared
+    assert drift("1.3.24", Status.PASS).status is Status.PASS  # and its absence there is not stale
+    assert drift("1.4.23", Status.PASS).status is Status.XPASS
+    assert drift(None).status is Status.FAIL
+
+
 TRASH = """
 [[expect]]
 id = "file-trash"
@@ -180,6 +215,10 @@ def test_a_record_without_an_answer_keeps_the_check_an_error_when_the_rest_is_de
         ),
         ('[[expect]]\nid = "a"\ncheck = "w"\nerror = "e"\nreason = "r"\n' * 2, "duplicate ids ['a']"),
         ("not toml [", "expect.toml"),
+        (
+            '[[expect]]\nid = "a"\ncheck = "w"\nerror = "e"\nreason = "r"\nfrom_sqlalchemy = "one-four"\n',
+            "from_sqlalchemy 'one-four' is no version range",
+        ),
         (
             '[[expect]]\nid = "a"\ncheck = "w"\nerror = "e"\nreason = "r"\nwritten_by = { clint = "<2" }\n',
             "written_by takes a table of client, server and phase",

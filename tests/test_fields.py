@@ -140,3 +140,38 @@ def test_the_shipped_rules_drop_what_a_1x_client_lacks_and_nothing_it_has() -> N
         "run.tags.team: 'changed', expected 'a'",
     ]
     assert [n.split(" (")[0] for n in notes] == ["run.inputs not compared", "run.outputs not compared"]
+
+
+def test_the_shipped_rules_for_clients_and_servers_before_1_30() -> None:
+    """Experiment times exist in clients from 1.29, RunInfo.run_name is sent by servers from 1.30: a 3.17.2
+    record written through a 1.29.0 server and read after the upgrade compares neither the empty run_name the
+    old server gave nor the experiment times a 1.20.2 reader lacks, but still the run's mlflow.runName tag."""
+    pre_29, v29 = V.parse("1.20.2"), V.parse("1.29.0")
+    experiment = {
+        "_kind": "experiment",
+        "experiment_id": "1",
+        "name": "e",
+        "creation_time": 5,
+        "last_update_time": 6,
+    }
+    bare = {k: v for k, v in experiment.items() if not k.endswith("_time")}
+    e, o, notes = normalise({"experiment": experiment}, {"experiment": bare}, writer_client=NEW,
+                            writer_server=NEW, reader_client=pre_29, reader_server=NEW,
+                            backend="sqlite")  # fmt: skip
+    assert diff(e, o) == [] and len(notes) == 2
+    e, o, _ = normalise({"experiment": experiment}, {"experiment": bare}, writer_client=NEW,
+                        writer_server=NEW, reader_client=v29, reader_server=NEW,
+                        backend="sqlite")  # fmt: skip
+    assert sorted(diff(e, o)) == ["experiment.creation_time: missing (expected 5)",
+                                  "experiment.last_update_time: missing (expected 6)"]  # fmt: skip
+    written = {"run": _run(tags={"mlflow.user": "me", "team": "a", "mlflow.runName": "named"})}
+    written["run"]["info"]["run_name"] = ""
+    read = {"run": _run(tags={"mlflow.user": "me", "team": "a", "mlflow.runName": "generated-name-1"})}
+    read["run"]["info"]["run_name"] = "generated-name-1"
+    e, o, notes = normalise(written, read, writer_client=NEW, writer_server=v29, reader_client=NEW,
+                            reader_server=NEW, backend="sqlite")  # fmt: skip
+    assert diff(e, o) == ["run.tags['mlflow.runName']: 'generated-name-1', expected 'named'"]
+    # Written and read through 1.30.1 or later: run_name is compared.
+    e, o, _ = normalise(written, read, writer_client=NEW, writer_server=OLD, reader_client=NEW,
+                        reader_server=NEW, backend="sqlite")  # fmt: skip
+    assert "run.info.run_name: 'generated-name-1', expected ''" in diff(e, o)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import mutants
+from harness.plan import oldest_supported
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.cell
@@ -95,9 +96,10 @@ def test_gate_passes_a_release_whose_only_failures_are_declared(tmp_path: Path) 
     proc = run_cli("gate", "--candidate", "3.17.2", "--baseline", "2.22.5", "--backend", "sqlite",
                    "--runtime", "local", "--results-dir", str(results), "-n", "2")  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "gate: PASS: candidate 3.17.2 (from baseline 2.22.5 and oldest 1.30.1; 2 cells" in proc.stdout
+    oldest = oldest_supported()  # [gate] oldest in harness/data/matrix.toml
+    assert f"gate: PASS: candidate 3.17.2 (from baseline 2.22.5 and oldest {oldest}; 2 cells" in proc.stdout
     data = json.loads((results / "latest" / "results.json").resolve().read_text())
-    assert {c["id"] for c in data["cells"]} == {"sqlite:2.22.5->3.17.2", "sqlite:1.30.1->3.17.2"}
+    assert {c["id"] for c in data["cells"]} == {"sqlite:2.22.5->3.17.2", f"sqlite:{oldest}->3.17.2"}
     statuses = {k["status"] for c in data["cells"] for k in c["checks"]}
     assert "xfail" in statuses and statuses <= {"pass", "xfail", "skip"}
 
@@ -116,8 +118,8 @@ def _candidate_that_changes_params(tmp_path: Path) -> Path:
 def test_gate_fails_a_candidate_that_behaves_differently(tmp_path: Path) -> None:
     candidate = _candidate_that_changes_params(tmp_path)
     results = tmp_path / "results"
-    proc = run_cli("gate", "--candidate", str(candidate), "--baseline", "1.30.1", "--backend", "sqlite",
-                   "--runtime", "local", "--results-dir", str(results),
+    proc = run_cli("gate", "--candidate", str(candidate), "--baseline", "1.30.1", "--oldest", "1.30.1",
+                   "--backend", "sqlite", "--runtime", "local", "--results-dir", str(results),
                    "--scenarios", "quickstart")  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()

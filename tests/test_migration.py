@@ -21,7 +21,7 @@ from harness import expectations, migration
 from harness.cell import CellContext, run_cell
 from harness.envs import EnvCache
 from harness.expectations import apply
-from harness.plan import CellPlan, default_clients, parse_path
+from harness.plan import CellPlan, default_clients, oldest_supported, parse_path
 from harness.results import CellResult, Check, Status
 from harness.runtime import get_runtime
 from harness.specs import parse_spec
@@ -276,21 +276,22 @@ def test_gate_at_scale_adds_the_baseline_reference_cells_and_its_verdict_counts(
     from harness.results import RunResult
     from harness.run import compare_migrations
 
+    old = oldest_supported()
     plain = {c.id for c in gate_run().cells}
-    assert plain == {"postgres:2.22.5->3.17.2", "postgres:1.30.1->3.17.2"}
+    assert plain == {"postgres:2.22.5->3.17.2", f"postgres:{old}->3.17.2"}
     run = gate_run("--scale", "20k")
     assert {c.id for c in run.cells} == {"postgres:2.22.5->3.17.2[scale=20k]",
-                                         "postgres:1.30.1->3.17.2[scale=20k]",
-                                         "postgres:1.30.1->2.22.5[scale=20k]"}  # fmt: skip
-    cand = cell_result("postgres:1.30.1->3.17.2[scale=20k]", "3.17.2", rec(("a", 30.0)))
-    ref = cell_result("postgres:1.30.1->2.22.5[scale=20k]", "2.22.5", rec(("a", 3.0)))
+                                         f"postgres:{old}->3.17.2[scale=20k]",
+                                         f"postgres:{old}->2.22.5[scale=20k]"}  # fmt: skip
+    cand = cell_result(f"postgres:{old}->3.17.2[scale=20k]", "3.17.2", rec(("a", 30.0)))
+    ref = cell_result(f"postgres:{old}->2.22.5[scale=20k]", "2.22.5", rec(("a", 3.0)))
     for c in (cand, ref):
         c.scale = "20k"
     run.result = RunResult("r", "", "", "test", {}, [cand, ref])
     assert run.result.exit_code() == 0
     compare_migrations(run)
     gate = run.result.cells[-1]
-    assert gate.id == "postgres:1.30.1->3.17.2[scale=20k][migration-time vs 2.22.5]"
+    assert gate.id == f"postgres:{old}->3.17.2[scale=20k][migration-time vs 2.22.5]"
     assert gate.status is Status.FAIL and run.result.exit_code() == 1
     # A plain run (no gate) never compares.
     plain_run = gate_run("--scale", "20k")

@@ -144,8 +144,8 @@ def test_an_unknown_kind_is_bad_input() -> None:
     assert proc.stderr.strip().splitlines() == ["mutants: unknown kind(s) quickstart, nope; see --list"]
 
 
-# --- For real, one cell per gate run: from 1.30.1, the oldest, every migration up to 3.17.2's head runs, the
-# 1.30.1 client meets the mutant server and the mutant client meets the 1.30.1 server.
+# --- For real, one cell per gate run: from 1.30.1 (baseline and oldest), every migration up to 3.17.2's head
+# runs, the 1.30.1 client meets the mutant server and the mutant client meets the 1.30.1 server.
 
 
 @pytest.mark.cell
@@ -156,7 +156,7 @@ def test_the_runner_catches_a_handler_change_an_http_500_and_a_lossy_migration_a
     kinds = ["get-run-param-missing", "metric-history-500", "migration-latest-metrics-lost"]
     proc = subprocess.run(
         [sys.executable, "-m", "harness.mutants", "--kinds", ",".join(kinds), "--baseline", "1.30.1",
-         "-n", "1", "--results-dir", str(tmp_path)],
+         "--oldest", "1.30.1", "-n", "1", "--results-dir", str(tmp_path)],
         capture_output=True, text=True, cwd=REPO, timeout=3600, check=False,
     )  # fmt: skip
     lines = proc.stdout.splitlines()

@@ -4,14 +4,13 @@ the merged run's report.html opened in headless Chromium (Debian's package)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import chromium, run_cli
 
 pytestmark = pytest.mark.cell
 
@@ -49,15 +48,6 @@ def test_merged_shards_equal_the_unsharded_run(runs: dict[str, Path]) -> None:
     assert f"## Changes since {runs['whole'].name}" in report and "No cell or check changed status." in report
     for cell in json.loads((runs["merged"] / "results.json").read_text())["cells"]:
         assert (runs["merged"] / "cells" / cell["dir"] / "logs").is_dir(), "logs travel with the merge"
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser test, but Chromium is not installed (apt install chromium)")
-        pytest.skip("Chromium is not installed")
-    return found
 
 
 def test_report_html_renders_the_grid_and_opens_a_cell(runs: dict[str, Path]) -> None:

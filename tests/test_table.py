@@ -6,7 +6,6 @@ the upgrade) that the table must show."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -16,7 +15,7 @@ import pytest
 
 from harness import integrity, scenarios, table
 from harness.results import CellResult, Check, Problem, RunResult, Status
-from tests.conftest import run_cli
+from tests.conftest import chromium, run_cli
 
 
 # -- units: the mapping and the verdicts --------------------------------------------------------------------
@@ -310,15 +309,6 @@ class Cells(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._open is not None:
             self._open[2] += data
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser test, but Chromium is not installed (apt install chromium)")
-        pytest.skip("Chromium is not installed")
-    return found
 
 
 def rendered(html: Path) -> Cells:

@@ -15,6 +15,13 @@ def test_capabilities_answer_from_data() -> None:
     assert not V("3.13.99").can_upgrade_empty_db() and V("3.14.0").can_upgrade_empty_db()
 
 
+def test_run_names_arrived_in_1_30() -> None:
+    """create_run(run_name=) and update_run(name=): not in the 1.20.2 to 1.29.0 wheels, in 1.30.1's."""
+    assert V("1.29.0").lacks(("run_name_api",)) == "MLflow 1.29.0 has no run_name_api (since 1.30.0)"
+    assert V("1.20.2").lacks(("run_name_api",)) and not V("1.30.0").lacks(("run_name_api",))
+    assert V("3.17.2").supports("run_name_api")
+
+
 def test_unknown_capability_is_an_error() -> None:
     with pytest.raises(KeyError, match="known"):
         V("2.0.1").supports("time_travel")
