@@ -102,7 +102,8 @@ def _scenario_totals(run: RunResult) -> list[tuple[str, dict[str, int]]]:
     return sorted(totals.items())
 
 
-def _environment(autoescape: bool) -> Environment:
+def templates(autoescape: bool) -> Environment:
+    """The package's Jinja templates (harness/templates), escaped for HTML or not (Markdown)."""
     return Environment(
         loader=PackageLoader("harness", "templates"),
         undefined=StrictUndefined,
@@ -153,7 +154,7 @@ def render_html(run: RunResult, changes: Changes | None = None) -> str:
     for cell in cells:
         grid[cell.result.row][cell.result.column] = cell
     return (
-        _environment(autoescape=True)
+        templates(autoescape=True)
         .get_template("report.html.j2")
         .render(
             run=run,
@@ -173,7 +174,7 @@ def render_markdown(run: RunResult, changes: Changes | None = None) -> str:
     backends, rows = _grid(run)
     bad = [c for c in run.cells if c.status in (Status.FAIL, Status.ERROR, Status.XPASS)]
     return (
-        _environment(autoescape=False)
+        templates(autoescape=False)
         .get_template("report.md.j2")
         .render(
             run=run,

@@ -22,7 +22,7 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from harness import expectations
-from harness.report import _environment, load_run
+from harness.report import load_run, templates
 from harness.results import CellResult, Check, RunResult, Status
 from harness.rundir import RunDir
 
@@ -418,7 +418,7 @@ def _md_cell(text: str) -> str:
 
 def render_markdown(table: Table) -> str:
     return (
-        _environment(autoescape=False)
+        templates(autoescape=False)
         .get_template("table.md.j2")
         .render(t=table, Verdict=Verdict, Entry=Entry, md=_md_cell)
     )
@@ -426,9 +426,7 @@ def render_markdown(table: Table) -> str:
 
 def render_html(table: Table) -> str:
     return (
-        _environment(autoescape=True)
-        .get_template("table.html.j2")
-        .render(t=table, Verdict=Verdict, Entry=Entry)
+        templates(autoescape=True).get_template("table.html.j2").render(t=table, Verdict=Verdict, Entry=Entry)
     )
 
 
