@@ -748,8 +748,7 @@ def given(name: str, args: argparse.Namespace, environ: Mapping[str, str] | None
 
 def checked(name: str, args: argparse.Namespace, team: configfile.TeamConfig | None = None) -> Value:
     """One option's checked value, for a command that reads only a few (its check must not ask for others)."""
-    option = OPTIONS[name]
-    value = option.given(args, os.environ, team)
+    option, value = OPTIONS[name], given(name, args, team=team)
 
     def others(other: str) -> NoReturn:
         raise AssertionError(f"{name}'s check asked for {other}: use `parse`")

@@ -118,14 +118,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the wheel (and its dependencies from the index) installed: its bin directory."""
-    where = tmp_path_factory.mktemp("venv") / "venv"
-    for cmd in (
-        [UV, "venv", "-q", "-p", sys.executable, where],
-        [UV, "pip", "install", "-q", "-p", where, wheel],
-    ):
-        proc = run(cmd, cwd=where.parent, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return where / "bin"
+    return venv_with(str(wheel), tmp_path_factory.mktemp("venv") / "venv")
 
 
 def team_repo(root: Path) -> Path:
@@ -251,8 +244,9 @@ def test_a_bad_config_file_is_one_line_and_exit_2_before_anything_starts(
     assert sorted(p.name for p in tmp_path.iterdir()) == [name], "bad input must leave nothing behind"
 
 
-def install_runner(name: str, where: Path) -> Path:
-    """nox or tox in a venv of its own (from the index), as a team's CI would have it: its bin directory."""
+def venv_with(name: str, where: Path) -> Path:
+    """``name`` (nox or tox from the index, as a team's CI would have it, or the wheel) in a fresh venv of
+    its own: its bin directory."""
     for cmd in (
         [UV, "venv", "-q", "-p", sys.executable, where],
         [UV, "pip", "install", "-q", "-p", where, name],
@@ -283,7 +277,7 @@ def test_the_examples_gate_a_real_candidate_against_the_wheel(
     """examples/noxfile.py and examples/tox.ini, copied into an empty directory with the pyproject beside
     them: the runner installs the wheel into an env of its own and gates 3.17.2 (baseline and oldest 2.22.5
     from the pyproject, sqlite, quickstart)."""
-    bin_dir = install_runner(runner, tmp_path / "runner")
+    bin_dir = venv_with(runner, tmp_path / "runner")
     example = tmp_path / "example"
     example.mkdir()
     for name in ("noxfile.py", "tox.ini", "pyproject.toml"):
